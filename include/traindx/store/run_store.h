@@ -1,0 +1,94 @@
+#pragma once
+/// The run store: where every run's config, summary, per-step metrics, per-layer series and findings live.
+/// RunStore is the interface; SQLite (one file per run directory) is the default implementation, and a server
+/// database can implement the same interface when many machines share runs. The schema carries a run_id column
+/// everywhere so series of many runs can live in one database.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "traindx/core/config.h"
+
+namespace traindx {
+
+/// One run as the store knows it.
+struct RunRecord {
+  std::string run_id;       ///< unique; the run directory's name
+  std::string name;         ///< run.name
+  std::string dir;          ///< run directory
+  std::string status;       ///< running, completed, stopped, failed
+  std::string started_at;   ///< ISO 8601 UTC
+  std::string finished_at;  ///< empty while running
+  std::string config_toml;  ///< the effective config
+  Json summary = Json::object();
+};
+
+/// A (step, value) point of a series.
+struct SeriesPoint {
+  int64_t step;
+  double value;
+};
+
+/// Name/value pairs logged at one step.
+using Scalars = std::vector<std::pair<std::string, double>>;
+
+/// Storage of runs. Writes may be buffered; flush() and end_run() make them durable. Implementations throw IoError
+/// naming the database on failure.
+class RunStore {
+ public:
+  virtual ~RunStore() = default;
+  virtual void begin_run(const RunRecord& run) = 0;
+  /// Per-step scalars, e.g. {"loss", 0.3}, {"lr", 0.01}, {"grad_norm", 1.2}.
+  virtual void log_scalars(const std::string& run_id, int64_t step, const Scalars& values) = 0;
+  /// Per-layer statistics, e.g. layer "conv1", {"grad_norm", ..}, {"act_mean", ..}.
+  virtual void log_layer_stats(const std::string& run_id, int64_t step, const std::string& layer,
+                               const Scalars& values) = 0;
+  /// A finding (the findings.json object); replaces an earlier one with the same rule and layer.
+  virtual void log_finding(const std::string& run_id, const Json& finding) = 0;
+  virtual void end_run(const std::string& run_id, const std::string& status, const Json& summary) = 0;
+  virtual void flush() = 0;
+
+  virtual std::vector<RunRecord> list_runs() = 0;
+  virtual std::optional<RunRecord> get_run(const std::string& run_id) = 0;
+  virtual std::vector<std::string> scalar_names(const std::string& run_id) = 0;
+  virtual std::vector<SeriesPoint> scalar_series(const std::string& run_id, const std::string& name) = 0;
+  virtual std::vector<std::string> layer_names(const std::string& run_id) = 0;
+  virtual std::vector<SeriesPoint> layer_series(const std::string& run_id, const std::string& layer,
+                                                const std::string& name) = 0;
+  virtual std::vector<Json> findings(const std::string& run_id) = 0;
+};
+
+/// Opens (creating if needed) a SQLite run store at `path`, in WAL mode. Throws IoError naming the path.
+std::unique_ptr<RunStore> open_sqlite_store(const std::string& path);
+
+/// File name of the store inside a run directory.
+inline constexpr const char* kRunStoreFile = "store.sqlite";
+
+// ---- run directories -----------------------------------------------------------------------------------------
+
+/// Creates a fresh run directory: `out` if given (must not exist or be empty), else <root>/<name>-<UTC time>
+/// (with a -2, -3 suffix on collision). Returns its path. Throws IoError.
+std::string create_run_dir(const std::string& root, const std::string& name, const std::string& out = "");
+
+/// Writes a file atomically: temporary file in the same directory, fsync, rename, fsync of the directory.
+/// Throws IoError naming the path.
+void write_file_atomic(const std::string& path, const std::string& contents);
+
+/// Reads a whole file. Throws IoError naming the path.
+std::string read_file(const std::string& path);
+
+/// Runs found under `root`: every sub-directory holding a store, newest first. Unreadable ones are skipped with
+/// their status set to "unreadable: <why>".
+std::vector<RunRecord> list_run_dirs(const std::string& root);
+
+/// Resolves RUN given to `runs show`: a directory path, or a run id under `root`. Throws UsageError listing the
+/// closest run ids when nothing matches.
+std::string resolve_run_dir(const std::string& root, const std::string& run);
+
+/// Current time as ISO 8601 UTC ("2026-11-21T23:59:01Z").
+std::string utc_now_iso();
+
+}  // namespace traindx

@@ -1,0 +1,1 @@
+#include "traindx/store/run_store.h"
