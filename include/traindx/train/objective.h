@@ -25,6 +25,9 @@ const char* loss_name(LossKind kind);
 /// Mean loss of a batch. Classification losses take logits [B, C] (log-probabilities for nll) and int64 targets
 /// [B]; bce_with_logits takes [B] or [B, 1] logits with binary targets, or [B, C] with one-hot of the targets;
 /// regression losses take [B] or [B, 1] outputs. Throws DataError naming the shapes when they cannot match.
+/// Targets may also be [B, 1]; they are converted to int64 (class losses) or to the output's dtype, and checked:
+/// class indices in [0, C), binary bce targets in [0, 1]; bce_with_logits also takes [B, C] targets as they are
+/// (multi-label). Throws ConfigError for huber_delta <= 0.
 torch::Tensor compute_loss(LossKind kind, const torch::Tensor& output, const torch::Tensor& target,
                            double huber_delta = 1.0);
 
@@ -43,6 +46,10 @@ struct OptimizerOptions {
 
 /// Creates a LibTorch optimizer over `parameters`. Throws ConfigError for an unknown name or invalid combination
 /// (nesterov without momentum).
+/// Each optimizer reads only its own fields and ignores the rest (so one config can sweep optimizers):
+/// sgd: lr, momentum, nesterov, weight_decay; adam/adamw: lr, beta1, beta2, eps, weight_decay (decoupled for
+/// adamw); rmsprop: lr, alpha, eps, momentum, weight_decay; adagrad: lr, eps, weight_decay. Values out of the
+/// train.* keys' ranges (and beta1/beta2 = 1) throw ConfigError naming the key.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerOptions& options,
                                                         const std::vector<torch::Tensor>& parameters);
 
@@ -73,6 +80,10 @@ struct ScheduleOptions {
 ///   one_cycle (as torch.optim.lr_scheduler.OneCycleLR, cosine annealing): from base/div_factor up to base over
 ///   pct_start*T steps, then down to base/(div_factor*final_div_factor) at T.
 /// Warm-up multiplies by (t + 1) / warmup_steps for t < warmup_steps.
+/// Details: exponential decays continuously (step_size 1 is ExponentialLR(gamma)); cosine and one_cycle hold their
+/// final value past the end (cosine from t = T, one_cycle from t = T - 1). one_cycle uses PyTorch's phase
+/// boundaries, pct_start*T - 1 and T - 1, and its cosine annealing, so it matches OneCycleLR step for step; a
+/// rising phase of zero length (pct_start*T = 1, where PyTorch divides by zero) gives base. Momentum is not cycled.
 class LrSchedule {
  public:
   /// Throws ConfigError on an unknown name or total_steps < 1 for cosine/one_cycle.
@@ -95,6 +106,12 @@ class LrSchedule {
 /// Classification: loss, accuracy, top-k accuracy, macro precision/recall/F1 (classes with no support or no
 /// predictions count 0, as sklearn's zero_division=0), confusion matrix [true][predicted].
 /// Regression: loss, mse, mae, r2 (1 - SS_res/SS_tot; 0 when SS_tot is 0).
+/// Details: "loss" is the example-weighted mean of the batch losses. The macro averages run over the classes that
+/// occur as truth or prediction (sklearn's default labels), so a class absent from both is left out. Top-k ranks
+/// ties as sklearn's top_k_accuracy_score does (higher class index first); the key keeps the requested k
+/// ("top5_accuracy") while k is clamped to num_classes. Binary models with one logit ([B] or [B, 1], num_classes
+/// 2) predict class 1 when the logit is > 0. Outputs may be float32 or float64; sums are kept in double. With no
+/// examples added the metrics are NaN. Throws DataError on shapes that do not fit or class targets out of range.
 class MetricAccumulator {
  public:
   MetricAccumulator(Task task, int64_t num_classes, int64_t topk = 5);
@@ -112,7 +129,9 @@ class MetricAccumulator {
   double loss_sum_ = 0.0;
   int64_t correct_ = 0, topk_correct_ = 0;
   std::vector<int64_t> confusion_;  // num_classes x num_classes
-  double sum_sq_ = 0, sum_abs_ = 0, sum_y_ = 0, sum_y2_ = 0;
+  // Squared and absolute error sums, and the targets' mean and sum of squared deviations, merged batch by batch
+  // (Chan et al.) because sum(y^2) - n*mean^2 loses digits when targets have a large mean.
+  double sum_sq_ = 0, sum_abs_ = 0, mean_y_ = 0, m2_y_ = 0;
 };
 
 }  // namespace traindx
