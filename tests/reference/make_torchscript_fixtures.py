@@ -9,6 +9,9 @@ Writes, with fixed seeds (Debian's python3-torch 1.13):
   scripted_names.txt    "param <name>" / "buffer <name>" lines, in named_parameters()/named_buffers() order
   traced.pt             torch.jit.trace of an nn.Sequential MLP
   traced_expected.pt    input, output and tap.0, tap.1, ...
+  listed.pt             torch.jit.script of a model iterating over an nn.ModuleList, with a defaulted argument
+  listed_expected.pt    input, output and tap.blocks.0, tap.blocks.1, tap.head
+  tuple.pt              torch.jit.script of a model whose forward returns a tuple (traindx must refuse it)
 The expected files are plain dicts because torch::pickle_load cannot read an OrderedDict with _metadata.
 """
 import sys
@@ -31,11 +34,35 @@ class Net(nn.Module):
         return self.fc(self.drop(x))
 
 
-def tapped(model, x):
+class Listed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(5, 5), nn.Linear(5, 5)])
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x, scale: float = 2.0):
+        for block in self.blocks:  # unrolled by TorchScript: each item is called from forward itself
+            x = torch.relu(block(x))
+        return self.head(x) * scale
+
+
+class TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y, y.sum()
+
+
+def tapped(model, x, names=None):
+    """Output of model(x) and the output of each named submodule (default: the children), via forward hooks."""
+    modules = dict(model.named_modules())
     taps = {}
     hooks = []
-    for name, child in model.named_children():
-        hooks.append(child.register_forward_hook(
+    for name in names or [n for n, _ in model.named_children()]:
+        hooks.append(modules[name].register_forward_hook(
             lambda _m, _i, out, name=name: taps.__setitem__("tap." + name, out.detach().clone())))
     out = model(x)
     for h in hooks:
@@ -70,6 +97,16 @@ def main(out_dir):
         out, taps = tapped(mlp, x)
     torch.jit.save(traced, f"{out_dir}/traced.pt")
     torch.save(dict(input=x, output=out, **taps), f"{out_dir}/traced_expected.pt")
+
+    torch.manual_seed(7)
+    listed = Listed()
+    x = torch.randn(3, 5)
+    with torch.no_grad():
+        out, taps = tapped(listed, x, ["blocks.0", "blocks.1", "head"])
+    torch.jit.save(torch.jit.script(listed), f"{out_dir}/listed.pt")
+    torch.save(dict(input=x, output=out, **taps), f"{out_dir}/listed_expected.pt")
+
+    torch.jit.save(torch.jit.script(TupleOut()), f"{out_dir}/tuple.pt")
 
 
 if __name__ == "__main__":

@@ -94,4 +94,11 @@ void init_tensor(torch::Tensor& weight, const std::string& scheme, double std_de
 /// The layer types model.layers accepts, for help and docs.
 const std::vector<std::string>& layer_types();
 
+/// The weight init schemes init_tensor, model.init and a layer's `init` key accept, in documentation order.
+const std::vector<std::string>& init_schemes();
+
+/// The per-type layer reference of docs/model.md (type, help, generated names, keys with types, defaults and
+/// ranges), generated from the same table that validates model.layers so the page cannot drift from the code.
+std::string layer_reference_markdown();
+
 }  // namespace traindx
