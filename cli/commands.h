@@ -1,0 +1,37 @@
+#pragma once
+// The CLI is a thin shell: each command parses flags with CLI11, calls the library, and renders the result.
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+#include "traindx/core/config.h"
+
+namespace traindx::cli {
+
+/// Flags shared by every command that takes a config: CONFIG, --set, --out, --json, --quiet.
+struct ConfigArgs {
+  std::string config_path;
+  std::vector<std::string> sets;
+  std::string out;
+  bool json = false;
+  bool quiet = false;
+};
+
+/// Declares the shared flags on `cmd`; `config_required` makes CONFIG positional-required.
+void add_config_args(CLI::App* cmd, ConfigArgs& args, bool config_required = true);
+
+/// Loads CONFIG (or defaults when empty) and applies every --set in order.
+Config load_config(const ConfigArgs& args);
+
+/// Each register_* adds a subcommand and sets `run` to its action; the action returns the exit code.
+using Action = std::function<int()>;
+void register_train(CLI::App& app, Action& run);
+void register_runs(CLI::App& app, Action& run);
+void register_config(CLI::App& app, Action& run);
+void register_env(CLI::App& app, Action& run);
+
+/// True when stdout is a terminal (progress bars, colours).
+bool stdout_is_terminal();
+
+}  // namespace traindx::cli

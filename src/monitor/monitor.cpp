@@ -1,0 +1,551 @@
+#include "traindx/monitor/monitor.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "traindx/core/error.h"
+#include "traindx/core/text.h"
+
+namespace traindx {
+namespace {
+
+constexpr int64_t kHistogramSample = 4096;  // activations sampled per histogram: enough for 32 bins, O(1) cost
+constexpr size_t kMaxEvaluations = 1000;
+
+template <typename T>
+void push_bounded(std::deque<T>& d, T v, size_t cap) {
+  d.push_back(std::move(v));
+  while (d.size() > cap) d.pop_front();
+}
+
+bool is_saturating(const std::string& type) { return type == "sigmoid" || type == "tanh"; }
+
+// Fraction of units (rows of a weight viewed as [units, fan_in]) that have a twin: another row with cosine above
+// `threshold`, or both rows all zero. At most 1024 units are compared (O(units^2 fan_in)).
+double twin_fraction(const torch::Tensor& weight, double threshold) {
+  auto w = weight.detach().to(torch::kFloat64).reshape({weight.size(0), -1});
+  if (w.size(0) > 1024) w = w.slice(0, 0, 1024);
+  const int64_t n = w.size(0);
+  if (n < 2) return 0.0;
+  const auto norms = w.norm(2, 1);
+  const auto zero = norms < 1e-12;
+  const auto unit = w / norms.clamp_min(1e-12).unsqueeze(1);
+  auto cos = unit.matmul(unit.t());
+  cos.fill_diagonal_(-2.0);
+  auto twin = std::get<0>(cos.max(1)) > threshold;
+  if (zero.sum().item<int64_t>() >= 2) twin = twin | zero;
+  return twin.to(torch::kFloat64).mean().item<double>();
+}
+
+}  // namespace
+
+MonitorOptions MonitorOptions::from_config(const Config& c) {
+  MonitorOptions o;
+  o.enabled = c.get_bool("monitor.enabled");
+  o.interval = c.get_int("monitor.interval");
+  o.every_step = c.get_bool("monitor.every_step");
+  o.on_critical = c.get_string("monitor.on_critical");
+  o.histogram_bins = c.get_int("monitor.histogram_bins");
+  o.disabled_rules = c.get_string_array("monitor.disabled_rules");
+  o.exploding_grad_norm = c.get_double("monitor.exploding_grad_norm");
+  o.exploding_growth = c.get_double("monitor.exploding_growth");
+  o.vanishing_grad_norm = c.get_double("monitor.vanishing_grad_norm");
+  o.vanishing_depth_ratio = c.get_double("monitor.vanishing_depth_ratio");
+  o.dead_fraction = c.get_double("monitor.dead_fraction");
+  o.saturation_fraction = c.get_double("monitor.saturation_fraction");
+  o.loss_window = c.get_int("monitor.loss_window");
+  o.loss_min_improvement = c.get_double("monitor.loss_min_improvement");
+  o.divergence_factor = c.get_double("monitor.divergence_factor");
+  o.oscillation_cv = c.get_double("monitor.oscillation_cv");
+  o.update_ratio_high = c.get_double("monitor.update_ratio_high");
+  o.update_ratio_low = c.get_double("monitor.update_ratio_low");
+  o.init_loss_tolerance = c.get_double("monitor.init_loss_tolerance");
+  o.activation_depth_ratio = c.get_double("monitor.activation_depth_ratio");
+  o.symmetry_cosine = c.get_double("monitor.symmetry_cosine");
+  o.overfit_gap = c.get_double("monitor.overfit_gap");
+  o.underfit_accuracy = c.get_double("monitor.underfit_accuracy");
+  o.imbalance_ratio = c.get_double("monitor.imbalance_ratio");
+  o.input_abs_max = c.get_double("monitor.input_abs_max");
+  return o;
+}
+
+Json MonitorOptions::to_json() const {
+  return {{"enabled", enabled},
+          {"interval", interval},
+          {"every_step", every_step},
+          {"on_critical", on_critical},
+          {"histogram_bins", histogram_bins},
+          {"disabled_rules", disabled_rules},
+          {"exploding_grad_norm", exploding_grad_norm},
+          {"exploding_growth", exploding_growth},
+          {"vanishing_grad_norm", vanishing_grad_norm},
+          {"vanishing_depth_ratio", vanishing_depth_ratio},
+          {"dead_fraction", dead_fraction},
+          {"saturation_fraction", saturation_fraction},
+          {"loss_window", loss_window},
+          {"loss_min_improvement", loss_min_improvement},
+          {"divergence_factor", divergence_factor},
+          {"oscillation_cv", oscillation_cv},
+          {"update_ratio_high", update_ratio_high},
+          {"update_ratio_low", update_ratio_low},
+          {"init_loss_tolerance", init_loss_tolerance},
+          {"activation_depth_ratio", activation_depth_ratio},
+          {"symmetry_cosine", symmetry_cosine},
+          {"overfit_gap", overfit_gap},
+          {"underfit_accuracy", underfit_accuracy},
+          {"imbalance_ratio", imbalance_ratio},
+          {"input_abs_max", input_abs_max}};
+}
+
+Scalars LayerStats::scalars() const {
+  Scalars out;
+  auto add = [&](const char* name, double v) {
+    if (!std::isnan(v)) out.emplace_back(name, v);
+  };
+  add("weight_norm", weight_norm);
+  add("grad_norm", grad_norm);
+  add("grad_to_weight", grad_to_weight);
+  add("update_to_weight", update_to_weight);
+  add("act_mean", act_mean);
+  add("act_std", act_std);
+  add("act_abs_max", act_abs_max);
+  add("act_zero_fraction", act_zero_fraction);
+  add("act_dead_units", act_dead_units);
+  add("act_saturated_fraction", act_saturated_fraction);
+  if (act_nonfinite > 0) out.emplace_back("act_nonfinite", static_cast<double>(act_nonfinite));
+  if (grad_nonfinite > 0) out.emplace_back("grad_nonfinite", static_cast<double>(grad_nonfinite));
+  return out;
+}
+
+Monitor::Monitor(MonitorOptions options, std::vector<std::pair<std::string, torch::Tensor>> parameters)
+    : options_(std::move(options)), parameters_(std::move(parameters)) {
+  TRAINDX_CHECK(options_.on_critical == "stop" || options_.on_critical == "warn", ConfigError,
+                "monitor.on_critical = \"{}\" must be \"stop\" or \"warn\"", options_.on_critical);
+  const auto ids = builtin_rule_ids();
+  for (const auto& d : options_.disabled_rules)
+    TRAINDX_CHECK(std::find(ids.begin(), ids.end(), d) != ids.end(), ConfigError,
+                  "monitor.disabled_rules names '{}', which is not a rule; did you mean '{}'?", d,
+                  closest_match(d, ids));
+  for (auto& rule : make_builtin_rules())
+    if (std::find(options_.disabled_rules.begin(), options_.disabled_rules.end(), rule->id()) ==
+        options_.disabled_rules.end())
+      rules_.push_back(std::move(rule));
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, p] : parameters_) initial_params_.push_back(p.detach().clone());
+}
+
+void Monitor::set_task(Task task, int64_t num_classes) {
+  state_.task = task;
+  state_.num_classes = num_classes;
+  if (task == Task::Classification && num_classes > 0) state_.label_counts.assign(num_classes, 0);
+}
+
+void Monitor::set_layers(const std::vector<std::pair<std::string, std::string>>& names_and_types) {
+  state_.layer_order.clear();
+  for (const auto& [name, type] : names_and_types) {
+    state_.layer_order.push_back(name);
+    state_.layer_types[name] = type;
+  }
+}
+
+void Monitor::set_store(RunStore* store, std::string run_id) {
+  store_ = store;
+  run_id_ = std::move(run_id);
+}
+
+void Monitor::set_listener(std::function<void(const Finding&)> listener) { listener_ = std::move(listener); }
+
+void Monitor::set_forward(std::function<torch::Tensor(const torch::Tensor&, const LayerTap&)> forward) {
+  forward_ = std::move(forward);
+}
+
+std::string Monitor::layer_of(const std::string& parameter) const {
+  const auto dot = parameter.rfind('.');
+  return dot == std::string::npos ? parameter : parameter.substr(0, dot);
+}
+
+bool Monitor::wants_activations(int64_t step) const {
+  if (!options_.enabled) return false;
+  return options_.every_step || step % options_.interval == 0 || !state_.first_step.has_value();
+}
+
+void Monitor::record_activation(int64_t step, const std::string& layer, const torch::Tensor& output) {
+  if (!options_.enabled || !output.defined() || !output.is_floating_point() || output.dim() == 0) return;
+  torch::NoGradGuard no_grad;
+  if (step != detail_step_) {
+    detail_step_ = step;
+    detail_pending_ = true;
+  }
+  LayerStats& s = state_.layers[layer];
+  s.layer = layer;
+  s.step = step;
+  auto it = state_.layer_types.find(layer);
+  if (it != state_.layer_types.end()) s.type = it->second;
+  if (std::find(state_.layer_order.begin(), state_.layer_order.end(), layer) == state_.layer_order.end())
+    state_.layer_order.push_back(layer);
+
+  const auto x = output.detach().to(torch::kFloat64);
+  const auto finite = torch::isfinite(x);
+  s.act_nonfinite = x.numel() - finite.sum().item<int64_t>();
+  const auto xf = s.act_nonfinite > 0 ? x.masked_select(finite) : x.reshape({-1});
+  if (xf.numel() == 0) return;
+  s.act_mean = xf.mean().item<double>();
+  s.act_std = xf.numel() > 1 ? xf.std().item<double>() : 0.0;
+  s.act_abs_max = xf.abs().max().item<double>();
+  const auto zero = (x == 0);
+  s.act_zero_fraction = zero.to(torch::kFloat64).mean().item<double>();
+  // A unit is a feature ([B, F]) or a channel ([B, C, ...]); dead = zero for every example and position.
+  if (x.dim() >= 2 && x.size(0) > 0) {
+    const auto per_unit = zero.transpose(0, 1).reshape({x.size(1), -1}).all(1);
+    s.act_dead_units = per_unit.to(torch::kFloat64).mean().item<double>();
+  }
+  if (is_saturating(s.type)) {
+    const auto sat = s.type == "sigmoid" ? (xf < 0.01) | (xf > 0.99) : xf.abs() > 0.99;
+    s.act_saturated_fraction = sat.to(torch::kFloat64).mean().item<double>();
+  }
+  if (options_.histogram_bins > 0) {
+    auto sample = xf.numel() > kHistogramSample ? xf.slice(0, 0, kHistogramSample) : xf;
+    s.hist_min = sample.min().item<double>();
+    s.hist_max = sample.max().item<double>();
+    auto h = torch::histc(sample.to(torch::kFloat32), options_.histogram_bins, s.hist_min,
+                          s.hist_max > s.hist_min ? s.hist_max : s.hist_min + 1.0);
+    s.histogram.assign(h.data_ptr<float>(), h.data_ptr<float>() + h.numel());
+  }
+  if (!state_.first_layers.count(layer)) state_.first_layers[layer] = s;
+}
+
+void Monitor::capture_parameters(int64_t step, bool with_update) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, double> weight_sq, grad_sq;  // layer -> sum of squares
+  std::map<std::string, double> update_sq;
+  for (const auto& [name, p] : parameters_) {
+    LayerStats& s = state_.layers[layer_of(name)];
+    if (s.step == step) {  // a second capture at the same step (after the update) recounts from zero
+      s.param_nonfinite = s.grad_nonfinite = 0;
+      s.grad_missing = false;
+    }
+  }
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const auto& [name, p] = parameters_[i];
+    const std::string layer = layer_of(name);
+    LayerStats& s = state_.layers[layer];
+    if (s.step != step) {
+      // A layer with parameters but no tap at this step (e.g. a custom module): start its record fresh.
+      const std::string type = s.type;
+      s = LayerStats();
+      s.layer = layer;
+      s.type = type;
+      s.step = step;
+    }
+    s.has_params = true;
+    const auto pd = p.detach().to(torch::kFloat64);
+    s.param_nonfinite += pd.numel() - torch::isfinite(pd).sum().item<int64_t>();
+    weight_sq[layer] += pd.pow(2).sum().item<double>();
+    if (p.grad().defined()) {
+      const auto g = p.grad().detach().to(torch::kFloat64);
+      s.grad_nonfinite += g.numel() - torch::isfinite(g).sum().item<int64_t>();
+      grad_sq[layer] += g.pow(2).sum().item<double>();
+    } else {
+      s.grad_missing = true;
+    }
+    if (with_update && i < before_step_.size()) update_sq[layer] += (pd - before_step_[i]).pow(2).sum().item<double>();
+    if (p.dim() >= 2 && state_.captures % 10 == 0)
+      state_.symmetric_units[layer] = {twin_fraction(pd, options_.symmetry_cosine), step};
+    const double base = initial_params_[i].to(torch::kFloat64).norm().item<double>();
+    state_.param_change[name] = (pd - initial_params_[i].to(torch::kFloat64)).norm().item<double>() / (base + 1e-12);
+  }
+  ++state_.captures;
+  for (auto& [layer, w] : weight_sq) {
+    LayerStats& s = state_.layers[layer];
+    s.weight_norm = std::sqrt(w);
+    if (grad_sq.count(layer)) {
+      s.grad_norm = std::sqrt(grad_sq[layer]);
+      s.grad_to_weight = s.grad_norm / (s.weight_norm + 1e-12);
+    }
+    if (update_sq.count(layer)) s.update_to_weight = std::sqrt(update_sq[layer]) / (s.weight_norm + 1e-12);
+    if (!state_.first_layers.count(layer) || std::isnan(state_.first_layers[layer].grad_norm))
+      state_.first_layers[layer] = s;
+  }
+}
+
+void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inputs, const torch::Tensor& targets,
+                             const torch::Tensor& outputs, double lr) {
+  if (!options_.enabled) return;
+  torch::NoGradGuard no_grad;
+  const size_t cap = static_cast<size_t>(options_.loss_window) * 4;
+  if (!state_.first_step) {
+    state_.first_step = step;
+    state_.initial_loss = loss;
+  }
+  ++state_.steps_seen;
+  push_bounded(state_.losses, {step, loss}, cap);
+  if (!state_.first_window_loss && state_.steps_seen == options_.loss_window) {
+    double sum = 0;
+    for (const auto& [s, l] : state_.losses) sum += l;
+    state_.first_window_loss = sum / static_cast<double>(state_.losses.size());
+  }
+  if (!std::isnan(lr)) push_bounded(state_.lrs, {step, lr}, cap);
+
+  // Global gradient norm: one reduction per parameter, one sync.
+  std::vector<torch::Tensor> norms;
+  for (const auto& [name, p] : parameters_)
+    if (p.grad().defined()) norms.push_back(p.grad().detach().norm().to(torch::kFloat64));
+  const double grad_norm = norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+  push_bounded(state_.grad_norms, {step, grad_norm}, cap);
+
+  const bool detail = wants_activations(step) || detail_step_ == step;
+  if (targets.defined() && state_.task == Task::Classification && !state_.label_counts.empty() &&
+      targets.scalar_type() == torch::kLong) {
+    const auto counts = torch::bincount(targets.reshape({-1}).cpu(), {}, state_.num_classes);
+    for (int64_t c = 0; c < std::min<int64_t>(counts.numel(), state_.num_classes); ++c)
+      state_.label_counts[c] += counts[c].item<int64_t>();
+    if (outputs.defined() && outputs.dim() == 2 && outputs.size(0) == targets.size(0)) {
+      state_.running_correct += (outputs.argmax(1) == targets).sum().item<double>();
+      state_.running_count += static_cast<double>(targets.size(0));
+    }
+  }
+  if (inputs.defined() && inputs.is_floating_point() && (detail || state_.steps_seen <= 3)) {
+    const auto xi = inputs.detach().to(torch::kFloat64);
+    state_.input_abs_max = std::max(state_.input_abs_max, xi.abs().max().item<double>());
+    state_.input_mean = xi.mean().item<double>();
+    state_.input_std = xi.numel() > 1 ? xi.std().item<double>() : 0.0;
+  }
+
+  if (!std::isfinite(loss) || !std::isfinite(grad_norm)) locate_non_finite(step, inputs);
+  if (detail) {
+    detail_step_ = step;
+    detail_pending_ = true;
+    capture_parameters(step, /*with_update=*/false);
+    before_step_.clear();
+    for (const auto& [name, p] : parameters_) before_step_.push_back(p.detach().to(torch::kFloat64).clone());
+  }
+  run_rules(step, &Rule::on_step);
+}
+
+void Monitor::after_step(int64_t step) {
+  if (!options_.enabled || !detail_pending_ || detail_step_ != step) return;
+  detail_pending_ = false;
+  capture_parameters(step, /*with_update=*/true);
+  before_step_.clear();
+  run_rules(step, &Rule::on_detail);
+  if (store_) {
+    for (const auto& layer : state_.layer_order) {
+      auto it = state_.layers.find(layer);
+      if (it != state_.layers.end() && it->second.step == step) store_->log_layer_stats(run_id_, step, layer, it->second.scalars());
+    }
+    Scalars run_scalars;
+    if (!state_.grad_norms.empty()) run_scalars.emplace_back("grad_norm", state_.grad_norms.back().second);
+    store_->log_scalars(run_id_, step, run_scalars);
+  }
+}
+
+void Monitor::on_evaluation(int64_t step, const Json& metrics) {
+  if (!options_.enabled) return;
+  state_.evaluations.emplace_back(step, metrics);
+  Json train = Json::object();
+  if (state_.running_count > 0) train["accuracy"] = state_.running_correct / state_.running_count;
+  double sum = 0;
+  int64_t n = 0;
+  for (auto it = state_.losses.rbegin(); it != state_.losses.rend() && n < options_.loss_window; ++it, ++n)
+    sum += it->second;
+  if (n > 0) train["loss"] = sum / static_cast<double>(n);
+  state_.train_windows.emplace_back(step, train);
+  state_.running_correct = state_.running_count = 0;
+  if (state_.evaluations.size() > kMaxEvaluations) {
+    state_.evaluations.erase(state_.evaluations.begin());
+    state_.train_windows.erase(state_.train_windows.begin());
+  }
+  run_rules(step, &Rule::on_evaluation);
+}
+
+void Monitor::on_train_end(int64_t step) {
+  if (!options_.enabled || state_.ended) return;
+  state_.ended = true;
+  capture_parameters(step, /*with_update=*/false);
+  run_rules(step, &Rule::on_end);
+  if (store_) store_->flush();
+}
+
+namespace {
+Json series_json(const std::deque<std::pair<int64_t, double>>& d) {
+  Json out = Json::array();
+  for (const auto& [step, v] : d) out.push_back({step, std::isfinite(v) ? Json(v) : Json()});
+  return out;
+}
+std::deque<std::pair<int64_t, double>> series_from(const Json& j) {
+  std::deque<std::pair<int64_t, double>> out;
+  for (const auto& p : j) out.emplace_back(p.at(0).get<int64_t>(), p.at(1).is_null() ? NAN : p.at(1).get<double>());
+  return out;
+}
+}  // namespace
+
+Json Monitor::save_state() const {
+  Json j;
+  j["findings"] = findings_.to_json();
+  j["losses"] = series_json(state_.losses);
+  j["grad_norms"] = series_json(state_.grad_norms);
+  j["lrs"] = series_json(state_.lrs);
+  j["initial_loss"] = state_.initial_loss ? Json(*state_.initial_loss) : Json();
+  j["first_window_loss"] = state_.first_window_loss ? Json(*state_.first_window_loss) : Json();
+  j["first_step"] = state_.first_step ? Json(*state_.first_step) : Json();
+  j["label_counts"] = state_.label_counts;
+  j["steps_seen"] = state_.steps_seen;
+  return j;
+}
+
+void Monitor::load_state(const Json& j) {
+  try {
+    for (const auto& f : j.at("findings")) findings_.add(Finding::from_json(f));
+    state_.losses = series_from(j.at("losses"));
+    state_.grad_norms = series_from(j.at("grad_norms"));
+    state_.lrs = series_from(j.at("lrs"));
+    if (!j.at("initial_loss").is_null()) state_.initial_loss = j["initial_loss"].get<double>();
+    if (!j.at("first_window_loss").is_null()) state_.first_window_loss = j["first_window_loss"].get<double>();
+    if (!j.at("first_step").is_null()) state_.first_step = j["first_step"].get<int64_t>();
+    state_.label_counts = j.at("label_counts").get<std::vector<int64_t>>();
+    state_.steps_seen = j.at("steps_seen").get<int64_t>();
+  } catch (const Json::exception& e) {
+    TRAINDX_FAIL(CheckpointError, "the monitor state in the checkpoint is malformed: {}", e.what());
+  }
+}
+
+void Monitor::add_findings(const std::vector<Finding>& findings) {
+  for (const auto& f : findings) {
+    if (!findings_.add(f)) continue;
+    if (store_) store_->log_finding(run_id_, f.to_json());
+    if (listener_) listener_(f);
+    if (f.severity == Severity::Critical && options_.on_critical == "stop" && !stop_reason_)
+      stop_reason_ = fmt::format("monitor: {} ({})", f.rule, f.message);
+  }
+}
+
+void Monitor::run_rules(int64_t step, void (Rule::*hook)(const MonitorState&, const MonitorOptions&, int64_t,
+                                                         std::vector<Finding>&)) {
+  std::vector<Finding> out;
+  for (auto& rule : rules_) (rule.get()->*hook)(state_, options_, step, out);
+  add_findings(out);
+}
+
+std::optional<std::string> Monitor::stop_requested() const { return stop_reason_; }
+
+void Monitor::locate_non_finite(int64_t step, const torch::Tensor& inputs) {
+  if (located_non_finite_) return;
+  located_non_finite_ = true;
+  Finding f;
+  f.rule = "nan_or_inf";
+  f.severity = Severity::Critical;
+  f.step = step;
+  const double loss = state_.losses.empty() ? NAN : state_.losses.back().second;
+  const double grad_norm = state_.grad_norms.empty() ? NAN : state_.grad_norms.back().second;
+  f.evidence = {{"loss", loss}, {"grad_norm", grad_norm}};
+  torch::NoGradGuard no_grad;
+
+  // 1. Parameters already non-finite: an earlier update blew them up.
+  for (const auto& [name, p] : parameters_) {
+    const auto bad = p.numel() - torch::isfinite(p.detach()).sum().item<int64_t>();
+    if (bad > 0) {
+      f.layer = layer_of(name);
+      f.evidence["phase"] = "parameters";
+      f.evidence["parameter"] = name;
+      f.evidence["non_finite_elements"] = bad;
+      f.message = fmt::format("parameter {} holds {} non-finite values at step {}: an earlier update diverged",
+                              name, bad, step);
+      break;
+    }
+  }
+  // 2. Forward: the first layer whose output is non-finite.
+  if (f.layer.empty() && forward_ && inputs.defined()) {
+    const int64_t bad_inputs = inputs.numel() - torch::isfinite(inputs).sum().item<int64_t>();
+    if (bad_inputs > 0) {
+      f.evidence["phase"] = "input";
+      f.evidence["non_finite_inputs"] = bad_inputs;
+      f.message = fmt::format("the input batch at step {} holds {} non-finite values", step, bad_inputs);
+      f.layer = "input";
+    } else {
+      std::string first_bad;
+      double input_abs_max = 0;
+      std::string previous = "input";
+      double previous_abs_max = inputs.abs().max().item<double>();
+      forward_(inputs, [&](const std::string& layer, const torch::Tensor& out) {
+        if (!first_bad.empty() || !out.is_floating_point()) return;
+        const auto finite = torch::isfinite(out);
+        if (!finite.all().item<bool>()) {
+          first_bad = layer;
+          input_abs_max = previous_abs_max;
+          f.evidence["non_finite_outputs"] = out.numel() - finite.sum().item<int64_t>();
+          f.evidence["previous_layer"] = previous;
+        } else {
+          previous = layer;
+          previous_abs_max = out.abs().max().item<double>();
+        }
+      });
+      if (!first_bad.empty()) {
+        f.layer = first_bad;
+        f.evidence["phase"] = "forward";
+        f.evidence["input_abs_max"] = input_abs_max;
+        f.message = fmt::format(
+            "forward pass: layer {} is the first to output non-finite values at step {} (its input was finite, "
+            "max |x| = {:.3g})",
+            first_bad, step, input_abs_max);
+      }
+    }
+  }
+  // 3. Backward: the layer nearest the output with non-finite gradients is where they started.
+  if (f.layer.empty()) {
+    std::string origin;
+    for (const auto& [name, p] : parameters_)
+      if (p.grad().defined() && !torch::isfinite(p.grad()).all().item<bool>()) origin = name;  // last in order
+    if (!origin.empty()) {
+      f.layer = layer_of(origin);
+      f.evidence["phase"] = "backward";
+      f.evidence["parameter"] = origin;
+      f.message = fmt::format(
+          "backward pass: gradients first become non-finite at {} (nearest the output) at step {}; loss = {}",
+          origin, step, loss);
+    } else {
+      f.evidence["phase"] = "loss";
+      f.message = fmt::format("the loss is {} at step {} while every layer output is finite: the loss computation "
+                              "itself overflowed (log of 0, huge targets)",
+                              loss, step);
+    }
+  }
+  f.causes = {"learning rate too high: an update overshot and weights overflowed",
+              "unnormalised inputs or targets (e.g. pixels 0..255) produce huge activations",
+              "a numerically unsafe operation (log or division near 0, exp of a large value)",
+              "exploding gradients without clipping"};
+  f.fixes = {"lower train.lr by 10x (`traindx lr-find` suggests a value)",
+             "set data.normalize = true so inputs are standardised",
+             "set train.clip_grad_norm = 1.0",
+             "use a numerically stable loss (cross_entropy / bce_with_logits on logits, not log of softmax)"};
+  add_findings({f});
+}
+
+torch::Tensor tapped_forward(torch::nn::Sequential& sequential, const torch::Tensor& input, Monitor& monitor,
+                             int64_t step) {
+  const auto names = sequential->named_children().keys();
+  torch::Tensor x = input;
+  size_t i = 0;
+  for (auto it = sequential->begin(); it != sequential->end(); ++it, ++i) {
+    x = it->forward(x);
+    monitor.record_activation(step, i < names.size() ? names[i] : std::to_string(i), x);
+  }
+  return x;
+}
+
+std::shared_ptr<Monitor> make_monitor(const MonitorOptions& options, Trainer& trainer) {
+  auto monitor = std::make_shared<Monitor>(options, trainer.model().named_parameters());
+  monitor->set_task(trainer.data().info.task, trainer.data().info.num_classes);
+  std::vector<std::pair<std::string, std::string>> layers;
+  for (const auto& row : trainer.model().summary()) layers.emplace_back(row.name, row.type);
+  monitor->set_layers(layers);
+  Model* model = &trainer.model();
+  monitor->set_forward([model](const torch::Tensor& x, const LayerTap& tap) {
+    torch::NoGradGuard no_grad;
+    return model->forward_with_taps(x, tap);
+  });
+  return monitor;
+}
+
+}  // namespace traindx

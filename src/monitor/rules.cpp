@@ -1,0 +1,659 @@
+// The built-in rules; formulas and thresholds are documented in include/traindx/monitor/rules.h.
+#include "traindx/monitor/rules.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace traindx {
+namespace {
+
+Finding make(const char* rule, Severity sev, int64_t step, std::string layer, std::string message, Json evidence,
+             std::vector<std::string> causes, std::vector<std::string> fixes) {
+  Finding f;
+  f.rule = rule;
+  f.severity = sev;
+  f.step = step;
+  f.last_step = step;
+  f.layer = std::move(layer);
+  f.message = std::move(message);
+  f.evidence = std::move(evidence);
+  f.causes = std::move(causes);
+  f.fixes = std::move(fixes);
+  return f;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Mean of the last n losses (fewer if not available).
+double recent_mean(const MonitorState& s, int64_t n) {
+  double sum = 0;
+  int64_t k = 0;
+  for (auto it = s.losses.rbegin(); it != s.losses.rend() && k < n; ++it, ++k) sum += it->second;
+  return k ? sum / static_cast<double>(k) : NAN;
+}
+
+// Median update/weight ratio over layers updated at the current capture.
+std::optional<double> median_update_ratio(const MonitorState& s, int64_t step) {
+  std::vector<double> v;
+  for (const auto& [name, l] : s.layers)
+    if (l.step == step && l.has_params && !std::isnan(l.update_to_weight) && !l.grad_missing)
+      v.push_back(l.update_to_weight);
+  if (v.empty()) return std::nullopt;
+  return median(v);
+}
+
+double current_lr(const MonitorState& s) { return s.lrs.empty() ? NAN : s.lrs.back().second; }
+
+std::string lr_fix_down(const MonitorState& s, double factor) {
+  const double lr = current_lr(s);
+  if (std::isnan(lr)) return fmt::format("lower the learning rate about {}x; `traindx lr-find` suggests a value", factor);
+  return fmt::format("lower train.lr from {:.3g} to about {:.3g}; `traindx lr-find` suggests a value", lr, lr / factor);
+}
+
+std::string lr_fix_up(const MonitorState& s, double factor) {
+  const double lr = current_lr(s);
+  if (std::isnan(lr)) return fmt::format("raise the learning rate about {}x; `traindx lr-find` suggests a value", factor);
+  return fmt::format("raise train.lr from {:.3g} to about {:.3g}; `traindx lr-find` suggests a value", lr, lr * factor);
+}
+
+bool loss_diverging(const MonitorState& s, const MonitorOptions& o) {
+  if (s.losses.size() < 20) return false;
+  // Means over consecutive blocks of 10 steps; diverging when the newest block is far above the best one.
+  std::vector<double> blocks;
+  for (size_t i = 0; i + 10 <= s.losses.size(); i += 10) {
+    double sum = 0;
+    for (size_t j = i; j < i + 10; ++j) sum += s.losses[j].second;
+    blocks.push_back(sum / 10.0);
+  }
+  const double last = recent_mean(s, 10);
+  const double best = *std::min_element(blocks.begin(), blocks.end());
+  const double start = s.initial_loss.value_or(blocks.front());
+  return std::isfinite(last) && last > o.divergence_factor * best && last > start;
+}
+
+struct Oscillation {
+  double cv = 0, mean = 0, slope = 0;
+  bool present = false;
+};
+
+// Oscillation is spread around the trend, not the trend itself: a fast-falling loss early in training has a large
+// plain CV but small residuals. Residuals from a least-squares line over the window, relative to the window mean.
+Oscillation oscillation(const MonitorState& s, const MonitorOptions& o) {
+  Oscillation r;
+  const auto w = static_cast<size_t>(o.loss_window);
+  if (s.losses.size() < w || s.steps_seen < 2 * o.loss_window) return r;
+  std::vector<double> v;
+  for (size_t i = s.losses.size() - w; i < s.losses.size(); ++i) v.push_back(s.losses[i].second);
+  const double n = static_cast<double>(v.size());
+  r.mean = std::accumulate(v.begin(), v.end(), 0.0) / n;
+  const double t_mean = (n - 1) / 2.0;
+  double sxy = 0, sxx = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    sxy += (static_cast<double>(i) - t_mean) * (v[i] - r.mean);
+    sxx += (static_cast<double>(i) - t_mean) * (static_cast<double>(i) - t_mean);
+  }
+  r.slope = sxx > 0 ? sxy / sxx : 0.0;
+  double ss = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double fit = r.mean + r.slope * (static_cast<double>(i) - t_mean);
+    ss += (v[i] - fit) * (v[i] - fit);
+  }
+  r.cv = r.mean > 0 ? std::sqrt(ss / (n - 2)) / r.mean : 0.0;
+  const double floor = 0.05 * s.initial_loss.value_or(r.mean);
+  r.present = std::isfinite(r.cv) && r.cv > o.oscillation_cv && r.mean > floor;
+  return r;
+}
+
+// ---- rules ----------------------------------------------------------------------------------------------------
+
+class NanOrInfRule : public Rule {
+ public:
+  const char* id() const override { return "nan_or_inf"; }
+  // The step-level detection and localisation live in Monitor::locate_non_finite; this catches non-finite values
+  // that a detailed capture sees in activations or parameters while the loss is still finite.
+  void on_detail(const MonitorState& s, const MonitorOptions&, int64_t step, std::vector<Finding>& out) override {
+    for (const auto& layer : s.layer_order) {
+      auto it = s.layers.find(layer);
+      if (it == s.layers.end() || it->second.step != step) continue;
+      const LayerStats& l = it->second;
+      if (l.act_nonfinite > 0 || l.param_nonfinite > 0) {
+        out.push_back(make(id(), Severity::Critical, step, layer,
+                           fmt::format("layer {} has {} non-finite outputs and {} non-finite parameters at step {}",
+                                       layer, l.act_nonfinite, l.param_nonfinite, step),
+                           {{"act_nonfinite", l.act_nonfinite}, {"param_nonfinite", l.param_nonfinite}},
+                           {"overflow in this layer (huge inputs or weights)", "learning rate too high"},
+                           {"lower train.lr by 10x", "set data.normalize = true", "set train.clip_grad_norm = 1.0"}));
+        return;  // the first one in forward order is the origin
+      }
+    }
+  }
+};
+
+class ExplodingGradientRule : public Rule {
+ public:
+  const char* id() const override { return "exploding_gradient"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (s.grad_norms.empty()) return;
+    const double g = s.grad_norms.back().second;
+    if (!std::isfinite(g)) return;  // nan_or_inf reports it
+    if (s.grad_norms.size() <= 10 && g <= o.exploding_grad_norm) return;
+    std::vector<double> early;
+    for (size_t i = 0; i < std::min<size_t>(10, s.grad_norms.size()); ++i) early.push_back(s.grad_norms[i].second);
+    const double base = median(early);
+    const bool absolute = g > o.exploding_grad_norm;
+    const bool growth = s.grad_norms.size() > 10 && base > 0 && g > o.exploding_growth * base;
+    if (!absolute && !growth) return;
+    out.push_back(make(
+        id(), Severity::Warning, step, "",
+        absolute ? fmt::format("global gradient norm {:.3g} at step {} exceeds {:.3g}", g, step, o.exploding_grad_norm)
+                 : fmt::format("global gradient norm {:.3g} at step {} is {:.0f}x its early median {:.3g}", g, step,
+                               g / base, base),
+        {{"grad_norm", g}, {"early_median", base}, {"threshold", o.exploding_grad_norm},
+         {"growth_threshold", o.exploding_growth}},
+        {"learning rate too high", "unnormalised inputs or targets", "a deep network without normalisation layers",
+         "loss scale too large (sum instead of mean)"},
+        {"set train.clip_grad_norm = 1.0", lr_fix_down(s, 10), "add batchnorm or layernorm layers",
+         "set data.normalize = true"}));
+  }
+};
+
+class VanishingGradientRule : public Rule {
+ public:
+  const char* id() const override { return "vanishing_gradient"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    std::vector<const LayerStats*> with_grads;
+    for (const auto& layer : s.layer_order) {
+      auto it = s.layers.find(layer);
+      if (it == s.layers.end() || it->second.step != step || !it->second.has_params || it->second.grad_missing)
+        continue;
+      if (std::isnan(it->second.grad_norm)) continue;
+      with_grads.push_back(&it->second);
+    }
+    // Parameter-only layers not in layer_order (custom modules) still count.
+    for (const auto& [name, l] : s.layers)
+      if (l.step == step && l.has_params && !l.grad_missing && !std::isnan(l.grad_norm) &&
+          std::find(s.layer_order.begin(), s.layer_order.end(), name) == s.layer_order.end())
+        with_grads.push_back(&l);
+    for (const LayerStats* l : with_grads) {
+      if (l->grad_norm < o.vanishing_grad_norm && l->grad_norm >= 0 && l->weight_norm > 0) {
+        out.push_back(make(id(), Severity::Warning, step, l->layer,
+                           fmt::format("layer {} has gradient norm {:.3g} < {:.3g} at step {}", l->layer,
+                                       l->grad_norm, o.vanishing_grad_norm, step),
+                           {{"grad_norm", l->grad_norm}, {"threshold", o.vanishing_grad_norm}},
+                           {"saturating activations (sigmoid/tanh) stacked deeply",
+                            "weights initialised too small", "dead ReLUs upstream"},
+                           {"use relu or gelu activations", "use model.init = \"kaiming_normal\"",
+                            "add batchnorm layers or residual blocks"}));
+      }
+    }
+    if (with_grads.size() >= 2) {
+      const LayerStats* first = with_grads.front();
+      const LayerStats* last = with_grads.back();
+      if (last->grad_to_weight > 0 && first->grad_to_weight >= 0) {
+        const double ratio = first->grad_to_weight / last->grad_to_weight;
+        if (ratio < o.vanishing_depth_ratio) {
+          out.push_back(make(
+              id(), Severity::Warning, step, first->layer,
+              fmt::format("gradients shrink {:.3g}x from {} (last) to {} (first) at step {}", 1.0 / ratio,
+                          last->layer, first->layer, step),
+              {{"first_layer", first->layer}, {"last_layer", last->layer},
+               {"first_grad_to_weight", first->grad_to_weight}, {"last_grad_to_weight", last->grad_to_weight},
+               {"ratio", ratio}, {"threshold", o.vanishing_depth_ratio}},
+              {"a deep stack of saturating activations (sigmoid, tanh)", "no normalisation or skip connections",
+               "initialisation that shrinks activations with depth"},
+              {"replace sigmoid/tanh by relu", "add batchnorm layers or residual blocks",
+               "use model.init = \"kaiming_normal\" (or xavier for tanh)"}));
+        }
+      }
+    }
+  }
+};
+
+class DeadReluRule : public Rule {
+ public:
+  const char* id() const override { return "dead_relu"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    for (const auto& [name, l] : s.layers) {
+      if (l.step != step || l.type != "relu" || std::isnan(l.act_dead_units)) continue;
+      if (l.act_dead_units <= o.dead_fraction) continue;
+      const bool all = l.act_dead_units >= 1.0;
+      out.push_back(make(id(), all ? Severity::Critical : Severity::Warning, step, name,
+                         fmt::format("{:.0f}% of the units of {} output 0 for the whole batch at step {}",
+                                     100 * l.act_dead_units, name, step),
+                         {{"dead_unit_fraction", l.act_dead_units}, {"zero_fraction", l.act_zero_fraction},
+                          {"threshold", o.dead_fraction}},
+                         {"large negative biases (bias_init constant below 0)", "learning rate too high knocked units "
+                          "into the negative regime", "inputs not normalised"},
+                         {"use model.bias_init = \"zeros\"", "use leaky_relu or gelu", lr_fix_down(s, 10),
+                          "add batchnorm before the activation"}));
+    }
+  }
+};
+
+class SaturatedActivationRule : public Rule {
+ public:
+  const char* id() const override { return "saturated_activation"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    for (const auto& [name, l] : s.layers) {
+      if (l.step != step || std::isnan(l.act_saturated_fraction)) continue;
+      if (l.act_saturated_fraction <= o.saturation_fraction) continue;
+      out.push_back(make(id(), Severity::Warning, step, name,
+                         fmt::format("{:.0f}% of the {} outputs of {} sit within 1% of their bounds at step {}",
+                                     100 * l.act_saturated_fraction, l.type, name, step),
+                         {{"saturated_fraction", l.act_saturated_fraction}, {"threshold", o.saturation_fraction},
+                          {"act_mean", l.act_mean}, {"act_std", l.act_std}},
+                         {"pre-activations too large: unnormalised inputs or weights initialised too large",
+                          "learning rate too high"},
+                         {"set data.normalize = true", "use model.init = \"xavier_uniform\" for sigmoid/tanh",
+                          "replace sigmoid/tanh by relu in hidden layers", "add batchnorm before the activation"}));
+    }
+  }
+};
+
+class LossNotDecreasingRule : public Rule {
+ public:
+  const char* id() const override { return "loss_not_decreasing"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (!s.first_window_loss || s.steps_seen < 2 * o.loss_window || s.steps_seen % (o.loss_window / 2) != 0) return;
+    const double recent = recent_mean(s, o.loss_window);
+    const double first = *s.first_window_loss;
+    if (!std::isfinite(recent) || recent <= (1.0 - o.loss_min_improvement) * first) return;
+    out.push_back(make(id(), Severity::Warning, step, "",
+                       fmt::format("the loss has not decreased in {} steps: mean {:.4g} over the last {} steps vs "
+                                   "{:.4g} over the first {}",
+                                   s.steps_seen, recent, o.loss_window, first, o.loss_window),
+                       {{"recent_mean", recent}, {"first_window_mean", first}, {"window", o.loss_window},
+                        {"min_improvement", o.loss_min_improvement}},
+                       {"learning rate far too low", "labels unrelated to inputs (shuffled or wrong labels)",
+                        "parameters frozen or missing from the optimizer", "a bug between loss and optimizer step"},
+                       {lr_fix_up(s, 10), "check labels against inputs (run `traindx doctor`)",
+                        "check the unchanged_parameter findings"}));
+  }
+};
+
+class LossDivergingRule : public Rule {
+ public:
+  const char* id() const override { return "loss_diverging"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (!loss_diverging(s, o)) return;
+    const double last = recent_mean(s, 10);
+    out.push_back(make(id(), Severity::Critical, step, "",
+                       fmt::format("the loss is diverging: mean {:.4g} over the last 10 steps, above {}x its best "
+                                   "and above the start ({:.4g}) at step {}",
+                                   last, o.divergence_factor, s.initial_loss.value_or(NAN), step),
+                       {{"recent_mean", last}, {"initial_loss", s.initial_loss.value_or(NAN)},
+                        {"factor", o.divergence_factor}, {"lr", current_lr(s)}},
+                       {"learning rate too high", "no gradient clipping with exploding gradients",
+                        "unnormalised inputs"},
+                       {lr_fix_down(s, 10), "set train.clip_grad_norm = 1.0", "add a warm-up: train.warmup_steps = 100"}));
+  }
+};
+
+class LossOscillatingRule : public Rule {
+ public:
+  const char* id() const override { return "loss_oscillating"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (s.steps_seen % (o.loss_window / 2) != 0) return;
+    const Oscillation r = oscillation(s, o);
+    if (!r.present) return;
+    out.push_back(make(id(), Severity::Warning, step, "",
+                       fmt::format("the loss oscillates: it scatters {:.2f}x its mean ({:.4g}) around its trend "
+                                   "over the last {} steps",
+                                   r.cv, r.mean, o.loss_window),
+                       {{"residual_cv", r.cv}, {"mean", r.mean}, {"slope_per_step", r.slope},
+                        {"threshold", o.oscillation_cv}},
+                       {"learning rate too high", "batch too small for the learning rate",
+                        "momentum too high"},
+                       {lr_fix_down(s, 3), "raise train.batch_size", "use a decaying schedule (train.schedule = "
+                        "\"cosine\")"}));
+  }
+};
+
+class LrTooHighRule : public Rule {
+ public:
+  const char* id() const override { return "lr_too_high"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    const auto u = median_update_ratio(s, step);
+    if (!u || !std::isfinite(*u)) return;
+    const bool diverging = loss_diverging(s, o);
+    const bool oscillating = oscillation(s, o).present;
+    const bool ratio_high = *u > o.update_ratio_high;
+    if (!ratio_high && !((diverging || oscillating) && *u > 0.01)) return;
+    const Severity sev = (*u > 10 * o.update_ratio_high || diverging) ? Severity::Critical : Severity::Warning;
+    out.push_back(make(
+        id(), sev, step, "",
+        fmt::format("updates are {:.3g} of the weights per step (median over layers; healthy is ~1e-3){} at lr {:.3g}",
+                    *u, diverging ? " and the loss diverges" : (oscillating ? " and the loss oscillates" : ""),
+                    current_lr(s)),
+        {{"median_update_to_weight", *u}, {"threshold", o.update_ratio_high}, {"lr", current_lr(s)},
+         {"loss_diverging", diverging}, {"loss_oscillating", oscillating}},
+        {"train.lr too high for this optimizer and model", "no warm-up for a large batch or Adam"},
+        {lr_fix_down(s, std::max(10.0, std::pow(10.0, std::ceil(std::log10(*u / 1e-3)))))}));
+  }
+};
+
+class LrTooLowRule : public Rule {
+ public:
+  const char* id() const override { return "lr_too_low"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    const auto u = median_update_ratio(s, step);
+    if (!u || !std::isfinite(*u)) return;
+    bool stalled = false;
+    if (s.first_window_loss && s.steps_seen >= 2 * o.loss_window)
+      stalled = recent_mean(s, o.loss_window) > (1.0 - o.loss_min_improvement) * *s.first_window_loss;
+    if (!(*u < o.update_ratio_low) && !(stalled && *u < 1e-4)) return;
+    out.push_back(make(
+        id(), Severity::Warning, step, "",
+        fmt::format("updates are only {:.3g} of the weights per step (median over layers; healthy is ~1e-3) at lr "
+                    "{:.3g}{}",
+                    *u, current_lr(s), stalled ? " and the loss is not decreasing" : ""),
+        {{"median_update_to_weight", *u}, {"threshold", o.update_ratio_low}, {"lr", current_lr(s)},
+         {"loss_stalled", stalled}},
+        {"train.lr far too low", "a schedule that decayed the rate too early"},
+        {lr_fix_up(s, std::max(10.0, std::pow(10.0, std::floor(std::log10(1e-3 / std::max(*u, 1e-30))))))}));
+  }
+};
+
+class WeightUpdateRatioRule : public Rule {
+ public:
+  const char* id() const override { return "weight_update_ratio"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    const auto med = median_update_ratio(s, step);
+    if (!med || *med > o.update_ratio_high || *med < o.update_ratio_low) return;  // lr rules speak for all layers
+    for (const auto& [name, l] : s.layers) {
+      if (l.step != step || !l.has_params || l.grad_missing || std::isnan(l.update_to_weight)) continue;
+      const double u = l.update_to_weight;
+      if (u > 0 && u >= o.update_ratio_low && u <= o.update_ratio_high) continue;
+      if (u == 0) continue;  // unchanged_parameter reports it
+      out.push_back(make(id(), Severity::Info, step, name,
+                         fmt::format("layer {} updates {:.3g} of its weights per step while the median layer "
+                                     "updates {:.3g}",
+                                     name, u, *med),
+                         {{"update_to_weight", u}, {"median", *med}, {"low", o.update_ratio_low},
+                          {"high", o.update_ratio_high}},
+                         {"this layer's weights are far smaller or larger than the others'",
+                          "its gradients are scaled differently (e.g. an embedding or output layer)"},
+                         {"check this layer's initialisation", "use an adaptive optimizer (adam) or per-layer "
+                          "learning rates"}));
+    }
+  }
+};
+
+class PoorInitializationRule : public Rule {
+ public:
+  const char* id() const override { return "poor_initialization"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (s.steps_seen != 1 || s.task != Task::Classification || s.num_classes < 2 || !s.initial_loss) return;
+    const double expected = std::log(static_cast<double>(s.num_classes));
+    const double l0 = *s.initial_loss;
+    if (!std::isfinite(l0)) return;
+    const double rel = std::abs(l0 - expected) / expected;
+    if (rel <= o.init_loss_tolerance) return;
+    out.push_back(make(id(), Severity::Warning, step, "",
+                       fmt::format("loss at initialisation is {:.4g}, {:.0f}% away from ln({}) = {:.4g} expected of "
+                                   "a fresh classifier",
+                                   l0, 100 * rel, s.num_classes, expected),
+                       {{"initial_loss", l0}, {"expected", expected}, {"relative_error", rel},
+                        {"tolerance", o.init_loss_tolerance}},
+                       {"weights initialised too large (confident wrong predictions)",
+                        "unnormalised inputs", "a final layer with a large bias"},
+                       {"use model.init = \"kaiming_uniform\" or \"xavier_uniform\"", "set data.normalize = true",
+                        "initialise the last layer's weights small (init = \"normal\", init_std = 0.01)"}));
+  }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (!s.first_step || step != *s.first_step) return;
+    std::vector<std::pair<std::string, double>> stds;
+    for (const auto& layer : s.layer_order) {
+      auto it = s.layers.find(layer);
+      if (it == s.layers.end() || it->second.step != step || std::isnan(it->second.act_std)) continue;
+      const std::string& t = it->second.type;
+      if (t == "linear" || t == "conv2d") stds.emplace_back(layer, it->second.act_std);
+    }
+    if (stds.size() < 3) return;
+    const double first = stds.front().second, last = stds.back().second;
+    if (first <= 0 || last < 0) return;
+    const double ratio = last / first;
+    if (ratio <= o.activation_depth_ratio && ratio >= 1.0 / o.activation_depth_ratio) return;
+    out.push_back(make(id(), Severity::Warning, step, stds.back().first,
+                       fmt::format("activation scale {} with depth at initialisation: std {:.3g} after {} vs {:.3g} "
+                                   "after {} ({:.3g}x)",
+                                   ratio < 1 ? "collapses" : "explodes", last, stds.back().first, first,
+                                   stds.front().first, ratio),
+                       {{"first_layer", stds.front().first}, {"first_std", first}, {"last_layer", stds.back().first},
+                        {"last_std", last}, {"ratio", ratio}, {"threshold", o.activation_depth_ratio}},
+                       {ratio < 1 ? "weights initialised too small for the depth" : "weights initialised too large",
+                        "an init scheme that does not match the activations"},
+                       {"use model.init = \"kaiming_normal\" for relu networks or \"xavier_uniform\" for tanh",
+                        "add batchnorm layers"}));
+  }
+};
+
+class SymmetricWeightsRule : public Rule {
+ public:
+  const char* id() const override { return "symmetric_weights"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    // The monitor measures the twin fraction of every weight matrix (Monitor::capture_parameters).
+    for (const auto& [name, frac] : s.symmetric_units) {
+      if (frac.second != step || frac.first <= 0.5) continue;
+      out.push_back(make(id(), Severity::Critical, step, name,
+                         fmt::format("{:.0f}% of the units of {} have an identical twin (cosine > {}) at step {}: they "
+                                     "get identical gradients and can never become different",
+                                     100 * frac.first, name, o.symmetry_cosine, step),
+                         {{"twin_fraction", frac.first}, {"cosine_threshold", o.symmetry_cosine}},
+                         {"constant or zero weight initialisation (model.init = \"constant\"/\"zeros\")",
+                          "weights copied from one unit to all"},
+                         {"use model.init = \"kaiming_uniform\" (or \"default\")",
+                          "never initialise weights to a constant; constant init is for biases only"}));
+    }
+  }
+};
+
+class OverfittingRule : public Rule {
+ public:
+  const char* id() const override { return "overfitting"; }
+  void on_evaluation(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (s.evaluations.empty()) return;
+    const Json& val = s.evaluations.back().second;
+    const Json& train = s.train_windows.back().second;
+    Json evidence = Json::object();
+    std::string message;
+    if (val.contains("val_accuracy") && train.contains("accuracy")) {
+      const double gap = train["accuracy"].get<double>() - val["val_accuracy"].get<double>();
+      if (gap > o.overfit_gap) {
+        evidence = {{"train_accuracy", train["accuracy"]}, {"val_accuracy", val["val_accuracy"]}, {"gap", gap},
+                    {"threshold", o.overfit_gap}};
+        message = fmt::format("train accuracy {:.3f} vs validation {:.3f} at step {}: a gap of {:.3f}",
+                              train["accuracy"].get<double>(), val["val_accuracy"].get<double>(), step, gap);
+      }
+    }
+    if (message.empty() && s.evaluations.size() >= 3 && val.contains("val_loss")) {
+      double best = INFINITY;
+      for (const auto& [st, m] : s.evaluations)
+        if (m.contains("val_loss")) best = std::min(best, m["val_loss"].get<double>());
+      const double now = val["val_loss"].get<double>();
+      const double train_then = s.train_windows.front().second.value("loss", NAN);
+      const double train_now = train.value("loss", NAN);
+      if (now > 1.2 * best && train_now < train_then) {
+        evidence = {{"val_loss", now}, {"best_val_loss", best}, {"train_loss", train_now}};
+        message = fmt::format("validation loss rose to {:.4g} from its best {:.4g} while the train loss kept "
+                              "falling ({:.4g}) at step {}",
+                              now, best, train_now, step);
+      }
+    }
+    if (message.empty()) return;
+    out.push_back(make(id(), Severity::Warning, step, "", message, evidence,
+                       {"too little training data for the model's capacity", "no regularisation",
+                        "training too long"},
+                       {"add regularisation: train.weight_decay = 1e-4 or dropout layers",
+                        "enable early stopping: train.early_stopping_metric = \"val_loss\"",
+                        "use more training data or augmentation", "use a smaller model"}));
+  }
+};
+
+class UnderfittingRule : public Rule {
+ public:
+  const char* id() const override { return "underfitting"; }
+  static double threshold(const MonitorState& s, const MonitorOptions& o) {
+    if (o.underfit_accuracy > 0) return o.underfit_accuracy;
+    const double chance = 1.0 / static_cast<double>(std::max<int64_t>(2, s.num_classes));
+    return chance + 0.5 * (1.0 - chance);
+  }
+  void check(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out, bool at_end) {
+    if (s.task != Task::Classification || s.train_windows.empty()) return;
+    const Json& train = s.train_windows.back().second;
+    if (!train.contains("accuracy")) return;
+    const double acc = train["accuracy"].get<double>();
+    const double th = threshold(s, o);
+    if (acc >= th) return;
+    if (!at_end) {
+      // Mid-run, only once the loss has stopped improving (otherwise it may simply be early).
+      if (!s.first_window_loss || s.steps_seen < 4 * o.loss_window) return;
+      const double recent = recent_mean(s, o.loss_window);
+      double older = 0;
+      int64_t k = 0;
+      for (auto it = s.losses.rbegin(); it != s.losses.rend(); ++it, ++k)
+        if (k >= o.loss_window && k < 2 * o.loss_window) older += it->second;
+      older /= static_cast<double>(o.loss_window);
+      if (recent < (1.0 - o.loss_min_improvement) * older) return;
+    }
+    out.push_back(make(id(), Severity::Warning, step, "",
+                       fmt::format("train accuracy is only {:.3f} at step {} (threshold {:.3f} for {} classes): the "
+                                   "model does not fit the data it trains on",
+                                   acc, step, th, s.num_classes),
+                       {{"train_accuracy", acc}, {"threshold", th}, {"num_classes", s.num_classes}},
+                       {"model too small for the task", "learning rate too low or too few steps",
+                        "too much regularisation", "labels noisy or unrelated to inputs"},
+                       {"use a wider or deeper model (try `traindx doctor --ladder`)", "train longer or raise train.lr",
+                        "lower train.weight_decay / dropout", "check the labels"}));
+  }
+  void on_evaluation(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    check(s, o, step, out, false);
+  }
+  void on_end(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    check(s, o, step, out, true);
+  }
+};
+
+class ClassImbalanceRule : public Rule {
+ public:
+  const char* id() const override { return "class_imbalance"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (fired_ || s.label_counts.size() < 2) return;
+    const int64_t total = std::accumulate(s.label_counts.begin(), s.label_counts.end(), int64_t{0});
+    if (total < 20 * static_cast<int64_t>(s.label_counts.size())) return;
+    fired_ = true;  // judged once, on the first 20 C labels
+    const auto [mn, mx] = std::minmax_element(s.label_counts.begin(), s.label_counts.end());
+    const double ratio = *mn > 0 ? static_cast<double>(*mx) / static_cast<double>(*mn) : INFINITY;
+    if (ratio <= o.imbalance_ratio) return;
+    const auto rare = std::distance(s.label_counts.begin(), mn);
+    out.push_back(make(id(), Severity::Warning, step, "",
+                       *mn == 0 ? fmt::format("class {} never appeared in the first {} training labels", rare, total)
+                                : fmt::format("class counts differ {:.1f}x in the first {} training labels (class {} "
+                                              "has {})",
+                                              ratio, total, rare, *mn),
+                       {{"label_counts", s.label_counts}, {"ratio", std::isfinite(ratio) ? Json(ratio) : Json("inf")},
+                        {"threshold", o.imbalance_ratio}},
+                       {"the data set is imbalanced", "a split or filter dropped most of a class"},
+                       {"report per-class metrics (f1_macro) rather than accuracy",
+                        "rebalance: oversample rare classes or weight the loss", "check the data split"}));
+  }
+
+ private:
+  bool fired_ = false;
+};
+
+class UnchangedParameterRule : public Rule {
+ public:
+  const char* id() const override { return "unchanged_parameter"; }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (!s.first_step || step == *s.first_step) return;
+    for (const auto& [name, l] : s.layers) {
+      if (l.step != step || !l.has_params) continue;
+      if (l.grad_missing) {
+        emit(out, step, name, "has no gradient", "frozen (requires_grad false) or not connected to the loss");
+      } else if (l.grad_norm == 0) {
+        emit(out, step, name, "has an all-zero gradient", "no gradient path: a dead activation or a detached branch");
+      }
+    }
+    for (const auto& [param, change] : s.param_change) {
+      const auto dot = param.rfind('.');
+      const std::string layer = dot == std::string::npos ? param : param.substr(0, dot);
+      auto it = s.layers.find(layer);
+      if (it == s.layers.end() || it->second.grad_missing || std::isnan(it->second.grad_norm) ||
+          it->second.grad_norm == 0)
+        continue;
+      if (change == 0.0)
+        emit(out, step, layer, fmt::format("parameter {} has a gradient but has not changed since the start", param),
+             "missing from the optimizer's parameter list");
+    }
+  }
+
+ private:
+  void emit(std::vector<Finding>& out, int64_t step, const std::string& layer, const std::string& what,
+            const std::string& cause) {
+    out.push_back(make(id(), Severity::Warning, step, layer, fmt::format("layer {} {} at step {}", layer, what, step),
+                       {{"what", what}},
+                       {cause, "frozen by mistake", "missing from the optimizer"},
+                       {"check requires_grad and `trainable` on this layer", "pass all model.parameters() to the optimizer",
+                        "check that the layer's output reaches the loss"}));
+  }
+};
+
+class InputRangeRule : public Rule {
+ public:
+  const char* id() const override { return "input_range"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (!(s.input_abs_max > o.input_abs_max)) return;
+    const Severity sev = s.input_abs_max > 10 * o.input_abs_max ? Severity::Critical : Severity::Warning;
+    out.push_back(make(id(), sev, step, "input",
+                       fmt::format("inputs are not normalised: max |x| = {:.4g}, mean {:.4g}, std {:.4g}",
+                                   s.input_abs_max, s.input_mean, s.input_std),
+                       {{"input_abs_max", s.input_abs_max}, {"input_mean", s.input_mean}, {"input_std", s.input_std},
+                        {"threshold", o.input_abs_max}},
+                       {"raw values fed to the model (e.g. pixels 0..255)", "a feature with a much larger scale"},
+                       {"set data.normalize = true (standardise with statistics of the training split)",
+                        "scale features to comparable ranges"}));
+  }
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Rule>> make_builtin_rules() {
+  std::vector<std::unique_ptr<Rule>> r;
+  r.push_back(std::make_unique<NanOrInfRule>());
+  r.push_back(std::make_unique<InputRangeRule>());
+  r.push_back(std::make_unique<PoorInitializationRule>());
+  r.push_back(std::make_unique<SymmetricWeightsRule>());
+  r.push_back(std::make_unique<ExplodingGradientRule>());
+  r.push_back(std::make_unique<VanishingGradientRule>());
+  r.push_back(std::make_unique<DeadReluRule>());
+  r.push_back(std::make_unique<SaturatedActivationRule>());
+  r.push_back(std::make_unique<LrTooHighRule>());
+  r.push_back(std::make_unique<LrTooLowRule>());
+  r.push_back(std::make_unique<WeightUpdateRatioRule>());
+  r.push_back(std::make_unique<LossDivergingRule>());
+  r.push_back(std::make_unique<LossOscillatingRule>());
+  r.push_back(std::make_unique<LossNotDecreasingRule>());
+  r.push_back(std::make_unique<UnchangedParameterRule>());
+  r.push_back(std::make_unique<ClassImbalanceRule>());
+  r.push_back(std::make_unique<OverfittingRule>());
+  r.push_back(std::make_unique<UnderfittingRule>());
+  return r;
+}
+
+std::vector<std::string> builtin_rule_ids() {
+  std::vector<std::string> ids;
+  for (const auto& r : make_builtin_rules()) ids.emplace_back(r->id());
+  return ids;
+}
+
+}  // namespace traindx
