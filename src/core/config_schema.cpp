@@ -33,7 +33,7 @@ std::vector<ConfigKey> make_schema() {
       key("data.test_path", V::String, "\"\"", "csv: a separate test table; otherwise data.test_fraction is held out."),
       key("data.target", V::String, "\"\"", "csv: name of the target column (default: the last column)."),
       key("data.task", V::String, "\"auto\"",
-          "classification or regression; auto: integer or text targets with at most 100 distinct values classify.",
+          "classification or regression; auto: integer or text targets with at most 20 distinct values classify.",
           {"auto", "classification", "regression"}),
       key("data.normalize", V::Bool, "true",
           "Fit a scaler on the training split (false feeds raw values, e.g. pixels 0..255)."),
@@ -57,6 +57,9 @@ std::vector<ConfigKey> make_schema() {
       key("data.stratify", V::Bool, "true", "Keep class proportions in the validation and test splits."),
       key("data.max_train", V::Int, "0", "Use at most this many training examples (0 = all); for quick runs.", {}, 0),
       key("data.max_test", V::Int, "0", "Use at most this many test examples (0 = all).", {}, 0),
+      key("data.shuffle_labels", V::Bool, "false",
+          "Permute the training split's targets with the seed (validation and test keep theirs): a check that the "
+          "model cannot learn noise (the monitor should report loss_not_decreasing)."),
 
       // model
       key("model.layers", V::TableArray, "[]",

@@ -35,6 +35,10 @@ struct Column {
 struct Table {
   std::vector<Column> columns;
   int64_t rows = 0;
+  /// 1-based line of the file where each row starts (for messages); empty when the table was not read from a file.
+  std::vector<int64_t> lines;
+  /// data.header = "sklearn": the class names listed on the file's first line (empty otherwise).
+  std::vector<std::string> target_names;
   /// Rows at the given indices, in that order.
   Table select_rows(const std::vector<int64_t>& indices) const;
 };
@@ -73,11 +77,15 @@ struct DataOptions {
   std::vector<std::string> categorical;
   std::vector<std::string> drop_columns;
   std::string delimiter = ",";
+  std::string header = "first_row";  ///< csv: "first_row", "none" or "sklearn" (see CsvHeader)
   double val_fraction = 0.1;
   double test_fraction = 0.2;
   bool stratify = true;
   int64_t max_train = 0;
   int64_t max_test = 0;
+  /// Permute the training split's targets with the seed (val and test keep theirs): a model that still "learns"
+  /// has memorised noise. The doctor's random-label check and the monitor's fault zoo use it.
+  bool shuffle_labels = false;
   uint64_t seed = 0;  ///< from run.seed
 
   /// Reads the data.* keys (and run.seed).
@@ -87,7 +95,7 @@ struct DataOptions {
 /// The three splits as read from disk, before preprocessing.
 struct RawSplits {
   RawData train, val, test;
-  DataInfo info;  ///< input_shape is the raw shape here
+  DataInfo info;  ///< input_shape is the raw shape here; feature_names are the raw table columns (no one-hot yet)
 };
 
 // ---- readers -------------------------------------------------------------------------------------------------
@@ -96,10 +104,31 @@ struct RawSplits {
 /// Throws DataError naming the file on a bad magic number, a truncated payload or trailing bytes.
 torch::Tensor read_idx(const std::string& path);
 
-/// Reads a CSV file with a header row. Cells that parse as numbers make numeric columns; any other text makes the
-/// column categorical; empty, "NA", "NaN", "?" and "null" are missing. Quoted fields ("a,b", "" escapes) work.
-/// Throws DataError naming file and line on a ragged row, an empty file or a duplicate header.
-Table read_csv(const std::string& path, char delimiter = ',');
+/// What the first line(s) of a CSV file hold.
+enum class CsvHeader {
+  FirstRow,  ///< the first line holds the column names
+  None,      ///< no header: every line is data; columns are named column_1, column_2, ...
+  /// scikit-learn's bundled layout (sklearn/datasets/data/*.csv): the first line is
+  /// "n_samples,n_features[,class name...]"; columns are named feature_0 ... feature_{n_features-1}, target, unless
+  /// the second line holds names (boston_house_prices.csv), which are then used. The class names go to
+  /// Table::target_names and n_samples is checked against the rows read.
+  Sklearn,
+};
+
+/// Parses "first_row", "none" or "sklearn". Throws ConfigError naming the allowed values.
+CsvHeader csv_header_from_string(const std::string& name);
+
+/// Reads a CSV file (plain or gzipped) whose first line is as `header` says. Cells that parse as numbers make
+/// numeric columns; any other text makes the column categorical; empty, "NA", "NaN", "?" and "null" (any case) are
+/// missing. Quoted fields ("a,b", "" escapes, line breaks) work; CRLF line ends and blank lines are tolerated.
+/// Throws DataError naming file and line on a ragged row, an empty file, a duplicate header, an unterminated quote
+/// or an infinite number.
+Table read_csv(const std::string& path, char delimiter = ',', CsvHeader header = CsvHeader::FirstRow);
+
+/// Canonical text of a number that sits in a categorical column: the shortest form that reads back to the same
+/// double ("3", "2.5", "1e+20"); NaN gives "" (missing). Train, test and inference files therefore agree on
+/// categories even when one writes "3.0" and another "3".
+std::string number_to_text(double value);
 
 /// Loads the configured source and makes seeded train/val/test splits (stratified when asked and classifying).
 /// Throws DataError for a missing file (naming it), labels out of range, a target column that does not exist
@@ -152,7 +181,9 @@ struct BatcherState {
   int64_t epoch = 0;     ///< epochs completed
   int64_t position = 0;  ///< examples already served in the current epoch
   uint64_t seed = 0;     ///< permutation seed; epoch e uses a permutation derived from (seed, e)
+  /// {"epoch": e, "position": p, "seed": "<decimal>"}; the seed is a string because it may exceed int64.
   Json to_json() const;
+  /// Inverse of to_json() (also accepts the seed as an unsigned number). Throws DataError on a malformed document.
   static BatcherState from_json(const Json& doc);
   bool operator==(const BatcherState& o) const {
     return epoch == o.epoch && position == o.position && seed == o.seed;
