@@ -30,6 +30,15 @@ void register_train(CLI::App& app, Action& run);
 void register_runs(CLI::App& app, Action& run);
 void register_config(CLI::App& app, Action& run);
 void register_env(CLI::App& app, Action& run);
+void register_ckpt(CLI::App& app, Action& run);
+/// `ckpt verify` (cli/ckpt_verify.cpp).
+void register_ckpt_verify(CLI::App& ckpt, Action& run);
+/// `ckpt inspect`, `ckpt diff`, `ckpt import`, `ckpt export` (cli/ckpt_tools.cpp).
+void register_ckpt_tools(CLI::App& ckpt, Action& run);
+/// `ckpt resume-check` (cli/repro_command.cpp).
+void register_ckpt_repro(CLI::App& ckpt, Action& run);
+/// `determinism` (cli/repro_command.cpp).
+void register_determinism(CLI::App& app, Action& run);
 
 /// True when stdout is a terminal (progress bars, colours).
 bool stdout_is_terminal();

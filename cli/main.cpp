@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   traindx::cli::register_runs(app, run);
   traindx::cli::register_config(app, run);
   traindx::cli::register_env(app, run);
+  traindx::cli::register_ckpt(app, run);
+  traindx::cli::register_determinism(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
