@@ -122,6 +122,20 @@ const ConfigKey* find_config_key(std::string_view path) {
 }
 
 std::string closest_config_key(std::string_view path) {
+  // Names other frameworks use for our keys: edit distance alone would not find them.
+  static const std::map<std::string, std::string> aliases = {
+      {"learning_rate", "train.lr"},        {"lr_rate", "train.lr"},          {"num_epochs", "train.epochs"},
+      {"n_epochs", "train.epochs"},         {"epoch", "train.epochs"},        {"batchsize", "train.batch_size"},
+      {"bs", "train.batch_size"},           {"optim", "train.optimizer"},     {"wd", "train.weight_decay"},
+      {"scheduler", "train.schedule"},      {"lr_schedule", "train.schedule"}, {"num_threads", "run.threads"},
+      {"layer", "model.layers"},            {"architecture", "model.layers"}, {"label", "data.target"},
+      {"target_column", "data.target"},     {"steps", "train.max_steps"},     {"checkpoint_every", "checkpoint.every_steps"}};
+  {
+    const auto dot = path.rfind('.');
+    const std::string leaf(dot == std::string_view::npos ? path : path.substr(dot + 1));
+    auto it = aliases.find(to_lower(leaf));
+    if (it != aliases.end()) return it->second;
+  }
   std::vector<std::string> paths;
   for (const auto& k : config_schema()) paths.push_back(k.path);
   // A key given under the wrong section ("train.seed") is best matched on its last component.

@@ -1,5 +1,6 @@
 // Sources (Fashion-MNIST, IDX directories, CSV tables) and the seeded splits made from them.
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -308,11 +309,21 @@ TargetCoding fit_target(const Column& target, const std::vector<std::string>& sk
   }
   if (coding.task == Task::Regression) {
     if (target.categorical) {
-      // Missing targets were rejected before, so row 0 holds text.
+      // Name the first cell that is not a number (the column became text because of it).
+      size_t bad = 0;
+      for (size_t i = 0; i < target.text.size(); ++i) {
+        char* end = nullptr;
+        const std::string& cell = target.text[i];
+        std::strtod(cell.c_str(), &end);
+        if (cell.empty() || end != cell.c_str() + cell.size()) {
+          bad = i;
+          break;
+        }
+      }
       TRAINDX_FAIL(DataError,
                    "CSV file {}: the target column '{}' holds text ('{}' on line {}); regression needs numbers "
                    "(or set data.task = \"classification\")",
-                   file, target.name, target.text.front(), line_of(table, 0));
+                   file, target.name, target.text[bad], line_of(table, static_cast<int64_t>(bad)));
     }
     return coding;
   }
