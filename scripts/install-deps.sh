@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-torch python3-sklearn python3-scipy python3-numpy
+  chromium fonts-dejavu-core
 )
 
 missing=()
@@ -18,6 +19,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+
+# Node.js and npm build the report's web assets (web/); any install will do (a machine may carry a newer one than
+# Debian's), so only a missing npm brings in Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
