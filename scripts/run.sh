@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: install, build, then train the Fashion-MNIST CNN example (the doctor takes over this role).
-# Extra arguments go to the traindx command, e.g. `bash scripts/run.sh --set train.epochs=1`.
+# The main job: install, build, then run the doctor on the built-in Fashion-MNIST CNN (or on the config given).
+# Extra arguments go to `traindx doctor`, e.g. `bash scripts/run.sh --quick` or `bash scripts/run.sh my.toml`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-exec build/cli/traindx train examples/fashion_cnn.toml "$@"
+exec build/cli/traindx doctor "$@"
