@@ -37,8 +37,12 @@ void register_ckpt_verify(CLI::App& ckpt, Action& run);
 void register_ckpt_tools(CLI::App& ckpt, Action& run);
 /// `ckpt resume-check` (cli/repro_command.cpp).
 void register_ckpt_repro(CLI::App& ckpt, Action& run);
+/// `doctor` (cli/doctor_command.cpp).
+void register_doctor(CLI::App& app, Action& run);
 /// `determinism` (cli/repro_command.cpp).
 void register_determinism(CLI::App& app, Action& run);
+/// `lr-find` (cli/lr_find_command.cpp).
+void register_lr_find(CLI::App& app, Action& run);
 
 /// True when stdout is a terminal (progress bars, colours).
 bool stdout_is_terminal();

@@ -14,12 +14,15 @@ int main(int argc, char** argv) {
                                         traindx::traindx_git_commit() + ")");
   app.require_subcommand(1);
   traindx::cli::Action run;
+
+  traindx::cli::register_doctor(app, run);
   traindx::cli::register_train(app, run);
   traindx::cli::register_runs(app, run);
   traindx::cli::register_config(app, run);
   traindx::cli::register_env(app, run);
   traindx::cli::register_ckpt(app, run);
   traindx::cli::register_determinism(app, run);
+  traindx::cli::register_lr_find(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

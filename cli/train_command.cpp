@@ -32,6 +32,7 @@ struct TrainArgs {
   ConfigArgs config;
   std::string resume;
   int64_t stop_after = 0;
+  std::vector<std::string> resume_skip;
 };
 
 int run_train(const TrainArgs& args) {
@@ -40,6 +41,7 @@ int run_train(const TrainArgs& args) {
   request.out = args.config.out;
   request.resume = args.resume;
   request.stop_after = args.stop_after;
+  for (const auto& component : args.resume_skip) request.restore.skip(component);
   request.quiet = args.config.quiet || args.config.json;
   request.terminal = stdout_is_terminal();
   if (!request.quiet) {
@@ -82,6 +84,9 @@ void register_train(CLI::App& app, Action& run) {
   cmd->add_option("--stop-after", args.stop_after,
                   "stop after N steps and checkpoint, as if the job were preempted")
       ->check(CLI::NonNegativeNumber);
+  // Hidden: plants a broken resume (a component left unrestored) so resume-check's tests can make it name it.
+  cmd->add_option("--resume-skip", args.resume_skip, "do not restore this component on --resume (testing)")
+      ->group("");
   cmd->callback([&run] { run = [] { return run_train(args); }; });
 }
 

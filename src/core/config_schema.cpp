@@ -122,7 +122,8 @@ std::vector<ConfigKey> make_schema() {
       key("monitor.enabled", V::Bool, "true", "Watch training with the rule engine."),
       key("monitor.interval", V::Int, "25",
           "Steps between detailed per-layer captures (the per-step checks run every step).", {}, 1),
-      key("monitor.every_step", V::Bool, "false", "Detailed capture at every step (costly; for debugging)."),
+      key("monitor.every_step", V::Bool, "false",
+          "Detailed capture at every step (for debugging; see docs/benchmarks.md for its cost)."),
       key("monitor.on_critical", V::String, "\"stop\"", "What a critical finding does to the run.",
           {"stop", "warn"}),
       key("monitor.histogram_bins", V::Int, "32", "Bins of the sampled activation histograms.", {}, 2, 1024),
@@ -145,7 +146,9 @@ std::vector<ConfigKey> make_schema() {
       key("monitor.divergence_factor", V::Float, "3.0",
           "loss_diverging: windowed loss this many times its best (or its start).", {}, 1.0),
       key("monitor.oscillation_cv", V::Float, "0.5",
-          "loss_oscillating: coefficient of variation of the windowed loss above this.", {}, 0.0),
+          "loss_oscillating: scatter of the windowed loss around its trend, relative to its mean, above this (and "
+          "above twice the minibatch sampling noise where measurable).",
+          {}, 0.0),
       key("monitor.update_ratio_high", V::Float, "0.1", "weight_update_ratio / lr_too_high: update/weight above this.",
           {}, 0.0),
       key("monitor.update_ratio_low", V::Float, "1e-6", "weight_update_ratio / lr_too_low: update/weight below this.",
@@ -163,7 +166,8 @@ std::vector<ConfigKey> make_schema() {
           1.0),
       key("monitor.imbalance_ratio", V::Float, "10.0", "class_imbalance: largest / smallest class count above this.",
           {}, 1.0),
-      key("monitor.input_abs_max", V::Float, "20.0", "input_range: largest absolute input value above this.", {},
+      key("monitor.input_abs_max", V::Float, "20.0",
+          "input_range: largest absolute input value above this (with a root mean square above 3).", {},
           0.0),
 
       // checkpoint

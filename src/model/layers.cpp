@@ -123,12 +123,21 @@ std::vector<KeySpec> init_keys(const std::string& scope) {
           key("bias_value", KeyKind::Float, "model.bias_value", "Value for bias_init = \"constant\".")};
 }
 
+// Every layer with parameters can be frozen: a fault the monitor must catch (unchanged_parameter), and the usual
+// way to fine-tune only part of a network.
+KeySpec trainable_key(const std::string& scope) {
+  return key("trainable", KeyKind::Bool, "true",
+             "false freezes the parameters " + scope + " (requires_grad false): they get no gradient and never "
+             "change.");
+}
+
 LayerSpec spec(std::string type, std::string prefix, std::string help, std::vector<KeySpec> keys = {},
                bool has_weights = false) {
   LayerSpec s{std::move(type), std::move(prefix), std::move(help), std::move(keys), has_weights};
   if (has_weights) {
     const std::string scope = s.type == "residual" ? "for the block's layers and projection" : "for this layer";
     for (auto& k : init_keys(scope)) s.keys.push_back(std::move(k));
+    s.keys.push_back(trainable_key(s.type == "residual" ? "of the whole block" : "of this layer"));
   }
   return s;
 }
@@ -141,6 +150,7 @@ std::vector<KeySpec> norm_keys(bool momentum) {
     keys.push_back(
         key("momentum", KeyKind::Float, "0.1", "Weight of the newest batch in the running statistics.", 0.0, 1.0));
   }
+  keys.push_back(trainable_key("of this layer"));
   return keys;
 }
 
@@ -476,6 +486,12 @@ void apply_init(torch::nn::Module& module, const InitSettings& s) {
   }
 }
 
+// `trainable = false`: the optimizer may still hold these tensors, but without requires_grad they get no
+// gradient, so no optimizer moves them.
+void freeze(torch::nn::Module& module) {
+  for (auto& p : module.parameters()) p.set_requires_grad(false);
+}
+
 int64_t count_parameters(const torch::nn::Module& module) {
   int64_t n = 0;
   for (const auto& p : module.parameters()) n += p.numel();
@@ -667,6 +683,7 @@ class Builder {
       }
       Leaf leaf = make_leaf(e, shape, i == last_linear ? outputs_ : 0, !top_level);
       if (e.spec().has_weights) apply_init(*leaf.module.ptr(), init.overridden_by(e));
+      if (!e.get_bool("trainable", true)) freeze(*leaf.module.ptr());
       const Shape out =
           probe(*leaf.module.ptr(), [&](const torch::Tensor& x) { return leaf.module.forward(x); }, shape, e.label());
       rows_.push_back({qualified, leaf.type, out, count_parameters(*leaf.module.ptr())});
@@ -753,6 +770,7 @@ class Builder {
     // The block's own row counts no parameters: its layers' and projection's rows already do, so rows sum to the
     // model's total.
     rows_.push_back({qualified, "residual", out, 0});
+    if (!e.get_bool("trainable", true)) freeze(*block);
     stack.add_block(name, std::move(block));
     return out;
   }

@@ -12,6 +12,10 @@ namespace traindx {
 namespace {
 
 constexpr int64_t kHistogramSample = 4096;  // activations sampled per histogram: enough for 32 bins, O(1) cost
+// Activation values per layer that a detailed capture reads (2^16 = 256 KiB of float32): enough for means and
+// fractions to ~0.5% and for per-channel dead-unit counts (each channel still spans >= 1 example x all its
+// positions), at a bounded cost per layer (~0.1 ms) whatever the batch and layer size.
+constexpr int64_t kActivationSample = int64_t{1} << 16;
 constexpr size_t kMaxEvaluations = 1000;
 
 template <typename T>
@@ -23,12 +27,14 @@ void push_bounded(std::deque<T>& d, T v, size_t cap) {
 bool is_saturating(const std::string& type) { return type == "sigmoid" || type == "tanh"; }
 
 // Fraction of units (rows of a weight viewed as [units, fan_in]) that have a twin: another row with cosine above
-// `threshold`, or both rows all zero. At most 1024 units are compared (O(units^2 fan_in)).
+// `threshold`, or both rows all zero. At most 1024 units are compared (O(units^2 fan_in)). float32 is enough: the
+// cosine of two unit vectors comes out within ~1e-6, far inside the 1e-4 margin of the default threshold.
 double twin_fraction(const torch::Tensor& weight, double threshold) {
-  auto w = weight.detach().to(torch::kFloat64).reshape({weight.size(0), -1});
+  auto w = weight.detach().to(torch::kFloat32).reshape({weight.size(0), -1});
   if (w.size(0) > 1024) w = w.slice(0, 0, 1024);
   const int64_t n = w.size(0);
-  if (n < 2) return 0.0;
+  // With a fan-in of 1 every pair of same-sign units has cosine 1: direction says nothing there.
+  if (n < 2 || w.size(1) < 2) return 0.0;
   const auto norms = w.norm(2, 1);
   const auto zero = norms < 1e-12;
   const auto unit = w / norms.clamp_min(1e-12).unsqueeze(1);
@@ -37,6 +43,24 @@ double twin_fraction(const torch::Tensor& weight, double threshold) {
   auto twin = std::get<0>(cos.max(1)) > threshold;
   if (zero.sum().item<int64_t>() >= 2) twin = twin | zero;
   return twin.to(torch::kFloat64).mean().item<double>();
+}
+
+// Sum of squares in the tensor's own dtype, as one BLAS dot: in LibTorch 1.13 on CPU, Tensor::norm() and
+// _foreach_norm take a slow generic path (~100x slower than dot on a 400k-element weight), and this runs every step.
+double sum_of_squares(const torch::Tensor& t) {
+  const auto flat = t.reshape({-1});
+  return torch::dot(flat, flat).item<double>();
+}
+
+// L2 norm of a tensor and how many of its elements are non-finite. The norm is computed in the tensor's own dtype
+// (one pass, no copy); only when it comes out non-finite are the elements counted, and a float64 norm tells an
+// overflow of finite values (float32 past ~3e38) from non-finite ones.
+std::pair<double, int64_t> checked_norm(const torch::Tensor& t) {
+  const double norm = std::sqrt(sum_of_squares(t));
+  if (std::isfinite(norm)) return {norm, 0};
+  const int64_t bad = t.numel() - torch::isfinite(t).sum().item<int64_t>();
+  if (bad > 0) return {norm, bad};
+  return {t.to(torch::kFloat64).norm().item<double>(), 0};
 }
 
 }  // namespace
@@ -133,7 +157,10 @@ Monitor::Monitor(MonitorOptions options, std::vector<std::pair<std::string, torc
         options_.disabled_rules.end())
       rules_.push_back(std::move(rule));
   torch::NoGradGuard no_grad;
-  for (const auto& [name, p] : parameters_) initial_params_.push_back(p.detach().clone());
+  for (const auto& [name, p] : parameters_) {
+    initial_params_.push_back(p.detach().clone());
+    initial_norms_.push_back(checked_norm(p.detach()).first);
+  }
 }
 
 void Monitor::set_task(Task task, int64_t num_classes) {
@@ -186,24 +213,51 @@ void Monitor::record_activation(int64_t step, const std::string& layer, const to
   if (std::find(state_.layer_order.begin(), state_.layer_order.end(), layer) == state_.layer_order.end())
     state_.layer_order.push_back(layer);
 
-  const auto x = output.detach().to(torch::kFloat64);
-  const auto finite = torch::isfinite(x);
-  s.act_nonfinite = x.numel() - finite.sum().item<int64_t>();
-  const auto xf = s.act_nonfinite > 0 ? x.masked_select(finite) : x.reshape({-1});
-  if (xf.numel() == 0) return;
-  s.act_mean = xf.mean().item<double>();
-  s.act_std = xf.numel() > 1 ? xf.std().item<double>() : 0.0;
-  s.act_abs_max = xf.abs().max().item<double>();
-  const auto zero = (x == 0);
-  s.act_zero_fraction = zero.to(torch::kFloat64).mean().item<double>();
+  // Bounded cost whatever the batch and layer size: the statistics describe the first examples of the batch, as
+  // many as fit in kActivationSample values (the whole batch for vector layers, 2 examples of a 32x28x28 feature
+  // map); for an example larger than that, the first rows of each channel.
+  torch::Tensor x = output.detach();
+  if (x.dim() >= 2 && x.size(0) > 1) {
+    const int64_t per_example = std::max<int64_t>(1, x.numel() / x.size(0));
+    const int64_t keep = std::clamp<int64_t>(kActivationSample / per_example, 1, x.size(0));
+    if (keep < x.size(0)) x = x.slice(0, 0, keep);
+  }
+  if (x.dim() >= 3 && x.numel() > kActivationSample) {
+    const int64_t per_row = std::max<int64_t>(1, x.numel() / x.size(2));
+    x = x.slice(2, 0, std::clamp<int64_t>(kActivationSample / per_row, 1, x.size(2)));
+  }
+  x = x.contiguous();
+  const auto flat = x.reshape({-1});
+  if (flat.numel() == 0) return;
+  // A finite sum means finite values (the exact count is only needed otherwise).
+  s.act_nonfinite = 0;
+  torch::Tensor xf = flat;
+  double sum = flat.sum().item<double>();
+  if (!std::isfinite(sum)) {
+    const auto finite = torch::isfinite(flat);
+    s.act_nonfinite = flat.numel() - finite.sum().item<int64_t>();
+    if (s.act_nonfinite > 0) xf = flat.masked_select(finite);
+    if (xf.numel() == 0) return;
+    sum = xf.sum().item<double>();
+  }
+  // Mean, then the std from centred values (LibTorch's std_mean is a slow Welford loop on CPU; centring first avoids
+  // the cancellation of E[x^2] - E[x]^2 for outputs far from zero, such as saturated sigmoids).
+  const auto n = static_cast<double>(xf.numel());
+  s.act_mean = sum / n;
+  s.act_std = xf.numel() > 1 ? std::sqrt(sum_of_squares(xf - s.act_mean) / (n - 1)) : 0.0;
+  const auto [lo, hi] = torch::aminmax(xf);
+  s.act_abs_max = std::max(std::abs(lo.item<double>()), std::abs(hi.item<double>()));
+  s.act_zero_fraction = (x == 0).sum().item<double>() / static_cast<double>(x.numel());
   // A unit is a feature ([B, F]) or a channel ([B, C, ...]); dead = zero for every example and position.
-  if (x.dim() >= 2 && x.size(0) > 0) {
-    const auto per_unit = zero.transpose(0, 1).reshape({x.size(1), -1}).all(1);
-    s.act_dead_units = per_unit.to(torch::kFloat64).mean().item<double>();
+  if (x.dim() >= 2) {
+    std::vector<int64_t> others = {0};
+    for (int64_t d = 2; d < x.dim(); ++d) others.push_back(d);
+    const auto per_unit = x.abs().amax(others) == 0;
+    s.act_dead_units = per_unit.sum().item<double>() / static_cast<double>(per_unit.numel());
   }
   if (is_saturating(s.type)) {
     const auto sat = s.type == "sigmoid" ? (xf < 0.01) | (xf > 0.99) : xf.abs() > 0.99;
-    s.act_saturated_fraction = sat.to(torch::kFloat64).mean().item<double>();
+    s.act_saturated_fraction = sat.sum().item<double>() / n;
   }
   if (options_.histogram_bins > 0) {
     auto sample = xf.numel() > kHistogramSample ? xf.slice(0, 0, kHistogramSample) : xf;
@@ -218,17 +272,28 @@ void Monitor::record_activation(int64_t step, const std::string& layer, const to
 
 void Monitor::capture_parameters(int64_t step, bool with_update) {
   torch::NoGradGuard no_grad;
-  std::map<std::string, double> weight_sq, grad_sq;  // layer -> sum of squares
-  std::map<std::string, double> update_sq;
-  for (const auto& [name, p] : parameters_) {
-    LayerStats& s = state_.layers[layer_of(name)];
-    if (s.step == step) {  // a second capture at the same step (after the update) recounts from zero
-      s.param_nonfinite = s.grad_nonfinite = 0;
-      s.grad_missing = false;
+  if (with_update) {
+    // After the optimizer step: how far each layer moved, relative to its weights before the step (captured after
+    // backward), and how far each parameter has moved since the start.
+    std::map<std::string, double> update_sq;  // layer -> squared norm of the update
+    for (size_t i = 0; i < parameters_.size() && i < before_step_.size(); ++i) {
+      const auto& [name, p] = parameters_[i];
+      const std::string layer = layer_of(name);
+      const auto [update, bad] = checked_norm(p.detach() - before_step_[i]);
+      update_sq[layer] += update * update;
+      // Finite weights plus a finite update stay finite; only a non-finite update needs the weights recounted.
+      if (bad > 0) state_.layers[layer].param_nonfinite = checked_norm(p.detach()).second;
+      state_.param_change[name] =
+          checked_norm(p.detach() - initial_params_[i]).first / (initial_norms_[i] + 1e-12);
     }
+    for (const auto& [layer, sq] : update_sq) {
+      LayerStats& s = state_.layers[layer];
+      if (s.step == step) s.update_to_weight = std::sqrt(sq) / (s.weight_norm + 1e-12);
+    }
+    return;
   }
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    const auto& [name, p] = parameters_[i];
+  std::map<std::string, double> weight_sq, grad_sq;  // layer -> sum of squares
+  for (const auto& [name, p] : parameters_) {
     const std::string layer = layer_of(name);
     LayerStats& s = state_.layers[layer];
     if (s.step != step) {
@@ -239,22 +304,25 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
       s.type = type;
       s.step = step;
     }
+    s.param_nonfinite = s.grad_nonfinite = 0;
+    s.grad_missing = false;
+  }
+  const bool symmetry = state_.captures % 10 == 0;  // O(units^2 fan_in): every 10th capture is enough
+  for (const auto& [name, p] : parameters_) {
+    const std::string layer = layer_of(name);
+    LayerStats& s = state_.layers[layer];
     s.has_params = true;
-    const auto pd = p.detach().to(torch::kFloat64);
-    s.param_nonfinite += pd.numel() - torch::isfinite(pd).sum().item<int64_t>();
-    weight_sq[layer] += pd.pow(2).sum().item<double>();
+    const auto [weight, bad_weights] = checked_norm(p.detach());
+    s.param_nonfinite += bad_weights;
+    weight_sq[layer] += weight * weight;
     if (p.grad().defined()) {
-      const auto g = p.grad().detach().to(torch::kFloat64);
-      s.grad_nonfinite += g.numel() - torch::isfinite(g).sum().item<int64_t>();
-      grad_sq[layer] += g.pow(2).sum().item<double>();
+      const auto [grad, bad_grads] = checked_norm(p.grad().detach());
+      s.grad_nonfinite += bad_grads;
+      grad_sq[layer] += grad * grad;
     } else {
       s.grad_missing = true;
     }
-    if (with_update && i < before_step_.size()) update_sq[layer] += (pd - before_step_[i]).pow(2).sum().item<double>();
-    if (p.dim() >= 2 && state_.captures % 10 == 0)
-      state_.symmetric_units[layer] = {twin_fraction(pd, options_.symmetry_cosine), step};
-    const double base = initial_params_[i].to(torch::kFloat64).norm().item<double>();
-    state_.param_change[name] = (pd - initial_params_[i].to(torch::kFloat64)).norm().item<double>() / (base + 1e-12);
+    if (symmetry && p.dim() >= 2) state_.symmetric_units[layer] = {twin_fraction(p, options_.symmetry_cosine), step};
   }
   ++state_.captures;
   for (auto& [layer, w] : weight_sq) {
@@ -264,7 +332,6 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
       s.grad_norm = std::sqrt(grad_sq[layer]);
       s.grad_to_weight = s.grad_norm / (s.weight_norm + 1e-12);
     }
-    if (update_sq.count(layer)) s.update_to_weight = std::sqrt(update_sq[layer]) / (s.weight_norm + 1e-12);
     if (!state_.first_layers.count(layer) || std::isnan(state_.first_layers[layer].grad_norm))
       state_.first_layers[layer] = s;
   }
@@ -286,31 +353,68 @@ void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inp
     for (const auto& [s, l] : state_.losses) sum += l;
     state_.first_window_loss = sum / static_cast<double>(state_.losses.size());
   }
+  if (state_.steps_seen % 10 == 0 && state_.losses.size() >= 10) {
+    double sum = 0;
+    for (size_t i = state_.losses.size() - 10; i < state_.losses.size(); ++i) sum += state_.losses[i].second;
+    if (std::isfinite(sum) && (!state_.best_block_loss || sum / 10.0 < *state_.best_block_loss))
+      state_.best_block_loss = sum / 10.0;
+  }
   if (!std::isnan(lr)) push_bounded(state_.lrs, {step, lr}, cap);
 
-  // Global gradient norm: one reduction per parameter, one sync.
-  std::vector<torch::Tensor> norms;
+  // Global gradient norm: one dot per parameter.
+  std::vector<torch::Tensor> grads;
+  double grad_sq = 0;
   for (const auto& [name, p] : parameters_)
-    if (p.grad().defined()) norms.push_back(p.grad().detach().norm().to(torch::kFloat64));
-  const double grad_norm = norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+    if (p.grad().defined()) {
+      grads.push_back(p.grad().detach());
+      grad_sq += sum_of_squares(grads.back());
+    }
+  double grad_norm = std::sqrt(grad_sq);
+  if (!std::isfinite(grad_norm) && !grads.empty()) {
+    // A float32 norm overflows past ~3e38 while every element is finite; only a float64 norm tells an exploding
+    // gradient (finite, huge) from a non-finite one.
+    std::vector<torch::Tensor> norms;
+    for (const auto& g : grads) norms.push_back(g.to(torch::kFloat64).norm());
+    grad_norm = torch::stack(norms).norm().item<double>();
+  }
   push_bounded(state_.grad_norms, {step, grad_norm}, cap);
 
   const bool detail = wants_activations(step) || detail_step_ == step;
   if (targets.defined() && state_.task == Task::Classification && !state_.label_counts.empty() &&
       targets.scalar_type() == torch::kLong) {
-    const auto counts = torch::bincount(targets.reshape({-1}).cpu(), {}, state_.num_classes);
-    for (int64_t c = 0; c < std::min<int64_t>(counts.numel(), state_.num_classes); ++c)
-      state_.label_counts[c] += counts[c].item<int64_t>();
-    if (outputs.defined() && outputs.dim() == 2 && outputs.size(0) == targets.size(0)) {
-      state_.running_correct += (outputs.argmax(1) == targets).sum().item<double>();
-      state_.running_count += static_cast<double>(targets.size(0));
+    const auto y = targets.reshape({-1});
+    const auto counts = torch::bincount(y.cpu(), {}, state_.num_classes).contiguous();
+    const int64_t* count = counts.data_ptr<int64_t>();  // one read, not one item() per class
+    for (int64_t c = 0; c < std::min<int64_t>(counts.numel(), state_.num_classes); ++c) state_.label_counts[c] += count[c];
+    const int64_t batch = y.size(0);
+    if (outputs.defined() && outputs.dim() == 2 && outputs.size(0) == batch) {
+      // One read for three numbers: correct predictions, and mean and std of the per-example cross-entropies.
+      std::vector<torch::Tensor> parts = {(outputs.argmax(1) == y).sum().to(torch::kFloat64)};
+      const bool per_example = outputs.size(1) == state_.num_classes && batch >= 2;
+      if (per_example) {
+        const auto ce = -torch::log_softmax(outputs.detach(), 1).gather(1, y.unsqueeze(1)).squeeze(1);
+        const auto [sd, mean] = torch::std_mean(ce.to(torch::kFloat64));
+        parts.push_back(mean);
+        parts.push_back(sd);
+      }
+      const auto values = torch::stack(parts).cpu();
+      const double* v = values.data_ptr<double>();
+      state_.running_correct += v[0];
+      state_.running_count += static_cast<double>(batch);
+      // Only when our cross-entropy reproduces the reported loss (not e.g. label smoothing or another loss).
+      if (per_example && std::isfinite(loss) && std::abs(v[1] - loss) <= 1e-3 * std::max(1.0, std::abs(loss)))
+        push_bounded(state_.loss_sampling_std, {step, v[2] / std::sqrt(static_cast<double>(batch))}, cap);
     }
   }
   if (inputs.defined() && inputs.is_floating_point() && (detail || state_.steps_seen <= 3)) {
-    const auto xi = inputs.detach().to(torch::kFloat64);
-    state_.input_abs_max = std::max(state_.input_abs_max, xi.abs().max().item<double>());
-    state_.input_mean = xi.mean().item<double>();
-    state_.input_std = xi.numel() > 1 ? xi.std().item<double>() : 0.0;
+    const auto xi = inputs.detach().contiguous();
+    const auto n = static_cast<double>(xi.numel());
+    const auto [lo, hi] = torch::aminmax(xi);
+    state_.input_abs_max =
+        std::max({state_.input_abs_max, std::abs(lo.item<double>()), std::abs(hi.item<double>())});
+    state_.input_mean = xi.sum().item<double>() / n;
+    state_.input_std = xi.numel() > 1 ? std::sqrt(sum_of_squares(xi - state_.input_mean) / (n - 1)) : 0.0;
+    state_.input_rms = std::max(state_.input_rms, std::sqrt(sum_of_squares(xi) / n));
   }
 
   if (!std::isfinite(loss) || !std::isfinite(grad_norm)) locate_non_finite(step, inputs);
@@ -319,7 +423,7 @@ void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inp
     detail_pending_ = true;
     capture_parameters(step, /*with_update=*/false);
     before_step_.clear();
-    for (const auto& [name, p] : parameters_) before_step_.push_back(p.detach().to(torch::kFloat64).clone());
+    for (const auto& [name, p] : parameters_) before_step_.push_back(p.detach().clone());
   }
   run_rules(step, &Rule::on_step);
 }
@@ -389,9 +493,17 @@ Json Monitor::save_state() const {
   j["lrs"] = series_json(state_.lrs);
   j["initial_loss"] = state_.initial_loss ? Json(*state_.initial_loss) : Json();
   j["first_window_loss"] = state_.first_window_loss ? Json(*state_.first_window_loss) : Json();
+  j["best_block_loss"] = state_.best_block_loss ? Json(*state_.best_block_loss) : Json();
   j["first_step"] = state_.first_step ? Json(*state_.first_step) : Json();
   j["label_counts"] = state_.label_counts;
   j["steps_seen"] = state_.steps_seen;
+  j["running_correct"] = state_.running_correct;
+  j["running_count"] = state_.running_count;
+  Json evals = Json::array();
+  for (size_t i = 0; i < state_.evaluations.size(); ++i)
+    evals.push_back({state_.evaluations[i].first, state_.evaluations[i].second,
+                     i < state_.train_windows.size() ? state_.train_windows[i].second : Json::object()});
+  j["evaluations"] = evals;
   return j;
 }
 
@@ -403,9 +515,21 @@ void Monitor::load_state(const Json& j) {
     state_.lrs = series_from(j.at("lrs"));
     if (!j.at("initial_loss").is_null()) state_.initial_loss = j["initial_loss"].get<double>();
     if (!j.at("first_window_loss").is_null()) state_.first_window_loss = j["first_window_loss"].get<double>();
+    // Absent in checkpoints written before it existed: divergence then measures from the resumed steps on.
+    if (j.contains("best_block_loss") && !j["best_block_loss"].is_null())
+      state_.best_block_loss = j["best_block_loss"].get<double>();
     if (!j.at("first_step").is_null()) state_.first_step = j["first_step"].get<int64_t>();
     state_.label_counts = j.at("label_counts").get<std::vector<int64_t>>();
     state_.steps_seen = j.at("steps_seen").get<int64_t>();
+    // Older checkpoints lack these; rules then restart their evaluation history.
+    state_.running_correct = j.value("running_correct", 0.0);
+    state_.running_count = j.value("running_count", 0.0);
+    state_.evaluations.clear();
+    state_.train_windows.clear();
+    for (const auto& e : j.value("evaluations", Json::array())) {
+      state_.evaluations.emplace_back(e.at(0).get<int64_t>(), e.at(1));
+      state_.train_windows.emplace_back(e.at(0).get<int64_t>(), e.at(2));
+    }
   } catch (const Json::exception& e) {
     TRAINDX_FAIL(CheckpointError, "the monitor state in the checkpoint is malformed: {}", e.what());
   }
@@ -506,19 +630,33 @@ void Monitor::locate_non_finite(int64_t step, const torch::Tensor& inputs) {
           origin, step, loss);
     } else {
       f.evidence["phase"] = "loss";
-      f.message = fmt::format("the loss is {} at step {} while every layer output is finite: the loss computation "
-                              "itself overflowed (log of 0, huge targets)",
-                              loss, step);
+      f.message = forward_ && inputs.defined()
+                      ? fmt::format("the loss is {} at step {} while every layer output is finite: the loss "
+                                    "computation itself overflowed (log of 0, huge targets)",
+                                    loss, step)
+                      : fmt::format("the loss is {} at step {} and no gradient is non-finite; give the monitor a "
+                                    "forward function (Monitor::set_forward) to find the layer",
+                                    loss, step);
     }
   }
-  f.causes = {"learning rate too high: an update overshot and weights overflowed",
-              "unnormalised inputs or targets (e.g. pixels 0..255) produce huge activations",
-              "a numerically unsafe operation (log or division near 0, exp of a large value)",
-              "exploding gradients without clipping"};
-  f.fixes = {"lower train.lr by 10x (`traindx lr-find` suggests a value)",
-             "set data.normalize = true so inputs are standardised",
-             "set train.clip_grad_norm = 1.0",
-             "use a numerically stable loss (cross_entropy / bce_with_logits on logits, not log of softmax)"};
+  if (state_.first_step && step == *state_.first_step) {
+    // Before any update the learning rate cannot be the cause: the weights or the inputs are.
+    f.causes = {"weights initialised far too large for the depth (activations grow layer by layer)",
+                "unnormalised inputs or targets (e.g. pixels 0..255) produce huge activations",
+                "a numerically unsafe operation (log or division near 0, exp of a large value)"};
+    f.fixes = {"use model.init = \"kaiming_normal\" (relu) or \"xavier_uniform\" (tanh/sigmoid), or a smaller "
+               "init_std",
+               "set data.normalize = true so inputs are standardised",
+               "use a numerically stable loss (cross_entropy / bce_with_logits on logits, not log of softmax)"};
+  } else {
+    f.causes = {"learning rate too high: an update overshot and weights overflowed",
+                "unnormalised inputs or targets (e.g. pixels 0..255) produce huge activations",
+                "a numerically unsafe operation (log or division near 0, exp of a large value)",
+                "exploding gradients without clipping"};
+    f.fixes = {"lower train.lr by 10x (`traindx lr-find` suggests a value)",
+               "set data.normalize = true so inputs are standardised", "set train.clip_grad_norm = 1.0",
+               "use a numerically stable loss (cross_entropy / bce_with_logits on logits, not log of softmax)"};
+  }
   add_findings({f});
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace traindx {
@@ -53,6 +54,46 @@ std::optional<double> median_update_ratio(const MonitorState& s, int64_t step) {
 
 double current_lr(const MonitorState& s) { return s.lrs.empty() ? NAN : s.lrs.back().second; }
 
+// Root mean square above which a batch is not standardised: standardised features have RMS 1 (min-max scaled ones
+// at most 1); 3 leaves room for batch-to-batch variation.
+constexpr double kStandardisedRmsBound = 3.0;
+
+// Whether the inputs seen look standardised; advice to normalise them is noise when they already are.
+bool inputs_standardised(const MonitorState& s) { return s.input_rms > 0 && s.input_rms <= kStandardisedRmsBound; }
+
+// Median update/weight ratio at the newest capture that measured updates (none before the first optimizer step).
+// `items` without the ones about normalising inputs when the inputs are already standardised.
+std::vector<std::string> without_normalising(const MonitorState& s, std::vector<std::string> items) {
+  if (!inputs_standardised(s)) return items;
+  items.erase(std::remove_if(items.begin(), items.end(),
+                             [](const std::string& t) {
+                               return t.find("normalize") != std::string::npos ||
+                                      t.find("not normalised") != std::string::npos;
+                             }),
+              items.end());
+  return items;
+}
+
+std::optional<double> latest_median_update_ratio(const MonitorState& s) {
+  int64_t latest = -1;
+  for (const auto& [name, l] : s.layers)
+    if (l.has_params && !std::isnan(l.update_to_weight)) latest = std::max(latest, l.step);
+  if (latest < 0) return std::nullopt;
+  return median_update_ratio(s, latest);
+}
+
+// Entropy (nats) of the class frequencies seen so far: the cross-entropy of the best predictor that ignores the
+// inputs. None for regression or before any label.
+std::optional<double> label_entropy(const MonitorState& s) {
+  if (s.task != Task::Classification || s.label_counts.empty()) return std::nullopt;
+  const double total = static_cast<double>(std::accumulate(s.label_counts.begin(), s.label_counts.end(), int64_t{0}));
+  if (total <= 0) return std::nullopt;
+  double h = 0;
+  for (int64_t c : s.label_counts)
+    if (c > 0) h -= static_cast<double>(c) / total * std::log(static_cast<double>(c) / total);
+  return h;
+}
+
 std::string lr_fix_down(const MonitorState& s, double factor) {
   const double lr = current_lr(s);
   if (std::isnan(lr)) return fmt::format("lower the learning rate about {}x; `traindx lr-find` suggests a value", factor);
@@ -65,25 +106,26 @@ std::string lr_fix_up(const MonitorState& s, double factor) {
   return fmt::format("raise train.lr from {:.3g} to about {:.3g}; `traindx lr-find` suggests a value", lr, lr * factor);
 }
 
+// Diverging: the mean of the last 10 losses is above the start and far above the best level reached so far — the
+// best 10-step mean of the whole run or the loss at step 0, whichever is lower. The start counts because a loss that
+// climbs within the first 10 steps (e.g. 2.3 -> 20) has no earlier block to compare with.
 bool loss_diverging(const MonitorState& s, const MonitorOptions& o) {
-  if (s.losses.size() < 20) return false;
-  // Means over consecutive blocks of 10 steps; diverging when the newest block is far above the best one.
-  std::vector<double> blocks;
-  for (size_t i = 0; i + 10 <= s.losses.size(); i += 10) {
-    double sum = 0;
-    for (size_t j = i; j < i + 10; ++j) sum += s.losses[j].second;
-    blocks.push_back(sum / 10.0);
-  }
+  if (s.losses.size() < 10 || !s.initial_loss || !std::isfinite(*s.initial_loss)) return false;
   const double last = recent_mean(s, 10);
-  const double best = *std::min_element(blocks.begin(), blocks.end());
-  const double start = s.initial_loss.value_or(blocks.front());
-  return std::isfinite(last) && last > o.divergence_factor * best && last > start;
+  const double best = std::min(s.best_block_loss.value_or(INFINITY), *s.initial_loss);
+  return std::isfinite(last) && last > o.divergence_factor * best && last > *s.initial_loss;
 }
 
 struct Oscillation {
   double cv = 0, mean = 0, slope = 0;
+  double scatter = 0;         // std of the residuals around the trend
+  double sampling_std = NAN;  // mean minibatch sampling std of the batch losses over the window, when known
   bool present = false;
 };
+
+// Scatter this many times what minibatch sampling alone produces is no longer noise. Under a stable model the
+// ratio is 1 +- 1/sqrt(2w) (~0.11 for w = 40), so 2 is far outside chance yet well below a real oscillation.
+constexpr double kOscillationOverSampling = 1.0;
 
 // Oscillation is spread around the trend, not the trend itself: a fast-falling loss early in training has a large
 // plain CV but small residuals. Residuals from a least-squares line over the window, relative to the window mean.
@@ -107,9 +149,23 @@ Oscillation oscillation(const MonitorState& s, const MonitorOptions& o) {
     const double fit = r.mean + r.slope * (static_cast<double>(i) - t_mean);
     ss += (v[i] - fit) * (v[i] - fit);
   }
-  r.cv = r.mean > 0 ? std::sqrt(ss / (n - 2)) / r.mean : 0.0;
+  r.scatter = std::sqrt(ss / (n - 2));
+  r.cv = r.mean > 0 ? r.scatter / r.mean : 0.0;
+  // Near convergence, a few hard examples per batch make batch losses scatter by more than half their (small)
+  // mean: that is sampling, not oscillation. Where the monitor could recompute per-example losses, the scatter
+  // must also exceed the sampling noise.
+  const int64_t window_start = s.losses[s.losses.size() - w].first;
+  double noise_sum = 0;
+  size_t noise_n = 0;
+  for (const auto& [step, sd] : s.loss_sampling_std)
+    if (step >= window_start) {
+      noise_sum += sd;
+      ++noise_n;
+    }
+  if (noise_n >= w / 2) r.sampling_std = noise_sum / static_cast<double>(noise_n);
   const double floor = 0.05 * s.initial_loss.value_or(r.mean);
-  r.present = std::isfinite(r.cv) && r.cv > o.oscillation_cv && r.mean > floor;
+  r.present = std::isfinite(r.cv) && r.cv > o.oscillation_cv && r.mean > floor &&
+              (std::isnan(r.sampling_std) || r.scatter > kOscillationOverSampling * r.sampling_std);
   return r;
 }
 
@@ -121,6 +177,11 @@ class NanOrInfRule : public Rule {
   // The step-level detection and localisation live in Monitor::locate_non_finite; this catches non-finite values
   // that a detailed capture sees in activations or parameters while the loss is still finite.
   void on_detail(const MonitorState& s, const MonitorOptions&, int64_t step, std::vector<Finding>& out) override {
+    // A non-finite loss or gradient norm at this step was already located (with the forward/backward phase and
+    // the parameter); a second report for the same (rule, layer) would overwrite that evidence.
+    if (!s.losses.empty() && s.losses.back().first == step && !std::isfinite(s.losses.back().second)) return;
+    if (!s.grad_norms.empty() && s.grad_norms.back().first == step && !std::isfinite(s.grad_norms.back().second))
+      return;
     for (const auto& layer : s.layer_order) {
       auto it = s.layers.find(layer);
       if (it == s.layers.end() || it->second.step != step) continue;
@@ -184,7 +245,8 @@ class VanishingGradientRule : public Rule {
           std::find(s.layer_order.begin(), s.layer_order.end(), name) == s.layer_order.end())
         with_grads.push_back(&l);
     for (const LayerStats* l : with_grads) {
-      if (l->grad_norm < o.vanishing_grad_norm && l->grad_norm >= 0 && l->weight_norm > 0) {
+      // Exactly zero is no gradient path at all (dead units, a detached branch): unchanged_parameter's case.
+      if (l->grad_norm < o.vanishing_grad_norm && l->grad_norm > 0 && l->weight_norm > 0) {
         out.push_back(make(id(), Severity::Warning, step, l->layer,
                            fmt::format("layer {} has gradient norm {:.3g} < {:.3g} at step {}", l->layer,
                                        l->grad_norm, o.vanishing_grad_norm, step),
@@ -198,7 +260,7 @@ class VanishingGradientRule : public Rule {
     if (with_grads.size() >= 2) {
       const LayerStats* first = with_grads.front();
       const LayerStats* last = with_grads.back();
-      if (last->grad_to_weight > 0 && first->grad_to_weight >= 0) {
+      if (last->grad_to_weight > 0 && first->grad_to_weight > 0) {
         const double ratio = first->grad_to_weight / last->grad_to_weight;
         if (ratio < o.vanishing_depth_ratio) {
           out.push_back(make(
@@ -231,8 +293,9 @@ class DeadReluRule : public Rule {
                                      100 * l.act_dead_units, name, step),
                          {{"dead_unit_fraction", l.act_dead_units}, {"zero_fraction", l.act_zero_fraction},
                           {"threshold", o.dead_fraction}},
-                         {"large negative biases (bias_init constant below 0)", "learning rate too high knocked units "
-                          "into the negative regime", "inputs not normalised"},
+                         without_normalising(s, {"large negative biases (bias_init constant below 0)",
+                                                 "learning rate too high knocked units into the negative regime",
+                                                 "inputs not normalised"}),
                          {"use model.bias_init = \"zeros\"", "use leaky_relu or gelu", lr_fix_down(s, 10),
                           "add batchnorm before the activation"}));
     }
@@ -251,13 +314,40 @@ class SaturatedActivationRule : public Rule {
                                      100 * l.act_saturated_fraction, l.type, name, step),
                          {{"saturated_fraction", l.act_saturated_fraction}, {"threshold", o.saturation_fraction},
                           {"act_mean", l.act_mean}, {"act_std", l.act_std}},
-                         {"pre-activations too large: unnormalised inputs or weights initialised too large",
-                          "learning rate too high"},
-                         {"set data.normalize = true", "use model.init = \"xavier_uniform\" for sigmoid/tanh",
-                          "replace sigmoid/tanh by relu in hidden layers", "add batchnorm before the activation"}));
+                         inputs_standardised(s)
+                             ? std::vector<std::string>{"pre-activations too large: weights initialised too large",
+                                                        "learning rate too high"}
+                             : std::vector<std::string>{"pre-activations too large: unnormalised inputs or weights "
+                                                        "initialised too large",
+                                                        "learning rate too high"},
+                         without_normalising(s, {"set data.normalize = true",
+                                                 "use model.init = \"xavier_uniform\" for sigmoid/tanh",
+                                                 "replace sigmoid/tanh by relu in hidden layers",
+                                                 "add batchnorm before the activation"})));
     }
   }
 };
+
+// Causes and fixes for a loss that does not fall, ordered by what the update sizes say: tiny updates point at the
+// learning rate being too low, huge ones at it being too high (the loss bounces instead of falling), and updates of
+// a healthy size at the data or the wiring (labels unrelated to inputs, frozen parameters).
+std::pair<std::vector<std::string>, std::vector<std::string>> not_decreasing_advice(const MonitorState& s,
+                                                                                    const MonitorOptions& o) {
+  const auto u = latest_median_update_ratio(s);
+  if (u && *u < 1e-4)
+    return {{"learning rate far too low", "parameters frozen or missing from the optimizer",
+             "labels unrelated to inputs (shuffled or wrong labels)"},
+            {lr_fix_up(s, 10), "check the unchanged_parameter findings",
+             "check labels against inputs (run `traindx doctor`)"}};
+  if (u && *u > o.update_ratio_high)
+    return {{"learning rate too high: updates overshoot and the loss bounces instead of falling",
+             "dead or saturated units after a too-large update"},
+            {lr_fix_down(s, 10), "check the dead_relu and saturated_activation findings"}};
+  return {{"labels unrelated to inputs (shuffled or wrong labels)", "parameters frozen or missing from the optimizer",
+           "a bug between loss and optimizer step", "learning rate too low"},
+          {"check labels against inputs (run `traindx doctor`)", "check the unchanged_parameter findings",
+           lr_fix_up(s, 3)}};
+}
 
 class LossNotDecreasingRule : public Rule {
  public:
@@ -266,17 +356,26 @@ class LossNotDecreasingRule : public Rule {
     if (!s.first_window_loss || s.steps_seen < 2 * o.loss_window || s.steps_seen % (o.loss_window / 2) != 0) return;
     const double recent = recent_mean(s, o.loss_window);
     const double first = *s.first_window_loss;
-    if (!std::isfinite(recent) || recent <= (1.0 - o.loss_min_improvement) * first) return;
-    out.push_back(make(id(), Severity::Warning, step, "",
-                       fmt::format("the loss has not decreased in {} steps: mean {:.4g} over the last {} steps vs "
-                                   "{:.4g} over the first {}",
-                                   s.steps_seen, recent, o.loss_window, first, o.loss_window),
+    if (!std::isfinite(recent)) return;
+    const bool flat = recent > (1.0 - o.loss_min_improvement) * first;
+    // A classifier that only learned the class frequencies (e.g. from a badly scaled start down to ln C) has a
+    // falling loss yet has learned nothing about its inputs: compare with the loss of that input-blind predictor.
+    const auto entropy = label_entropy(s);
+    const bool blind = entropy && recent > (1.0 - o.loss_min_improvement) * *entropy;
+    if (!flat && !blind) return;
+    const auto advice = not_decreasing_advice(s, o);
+    const std::string message =
+        flat ? fmt::format("the loss has not decreased in {} steps: mean {:.4g} over the last {} steps vs {:.4g} over "
+                           "the first {}",
+                           s.steps_seen, recent, o.loss_window, first, o.loss_window)
+             : fmt::format("after {} steps the loss (mean {:.4g} over the last {}) is no lower than {:.4g}, the loss "
+                           "of predicting the class frequencies without looking at the inputs",
+                           s.steps_seen, recent, o.loss_window, *entropy);
+    out.push_back(make(id(), Severity::Warning, step, "", message,
                        {{"recent_mean", recent}, {"first_window_mean", first}, {"window", o.loss_window},
-                        {"min_improvement", o.loss_min_improvement}},
-                       {"learning rate far too low", "labels unrelated to inputs (shuffled or wrong labels)",
-                        "parameters frozen or missing from the optimizer", "a bug between loss and optimizer step"},
-                       {lr_fix_up(s, 10), "check labels against inputs (run `traindx doctor`)",
-                        "check the unchanged_parameter findings"}));
+                        {"min_improvement", o.loss_min_improvement},
+                        {"label_entropy", entropy ? Json(*entropy) : Json()}},
+                       advice.first, advice.second));
   }
 };
 
@@ -310,7 +409,8 @@ class LossOscillatingRule : public Rule {
                                    "over the last {} steps",
                                    r.cv, r.mean, o.loss_window),
                        {{"residual_cv", r.cv}, {"mean", r.mean}, {"slope_per_step", r.slope},
-                        {"threshold", o.oscillation_cv}},
+                        {"threshold", o.oscillation_cv}, {"residual_std", r.scatter},
+                        {"sampling_std", std::isnan(r.sampling_std) ? Json() : Json(r.sampling_std)}},
                        {"learning rate too high", "batch too small for the learning rate",
                         "momentum too high"},
                        {lr_fix_down(s, 3), "raise train.batch_size", "use a decaying schedule (train.schedule = "
@@ -347,6 +447,10 @@ class LrTooLowRule : public Rule {
   void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
     const auto u = median_update_ratio(s, step);
     if (!u || !std::isfinite(*u)) return;
+    // Updates follow the gradients: when a layer gets (almost) no gradient the updates are small whatever the rate,
+    // and raising it would not help. vanishing_gradient / unchanged_parameter / dead_relu name that cause instead.
+    for (const auto& [name, l] : s.layers)
+      if (l.step == step && l.has_params && !l.grad_missing && l.grad_norm < o.vanishing_grad_norm) return;
     bool stalled = false;
     if (s.first_window_loss && s.steps_seen >= 2 * o.loss_window)
       stalled = recent_mean(s, o.loss_window) > (1.0 - o.loss_min_improvement) * *s.first_window_loss;
@@ -466,9 +570,18 @@ class OverfittingRule : public Rule {
     const Json& train = s.train_windows.back().second;
     Json evidence = Json::object();
     std::string message;
-    if (val.contains("val_accuracy") && train.contains("accuracy")) {
-      const double gap = train["accuracy"].get<double>() - val["val_accuracy"].get<double>();
-      if (gap > o.overfit_gap) {
+    // Running train accuracy averages over the steps since the last evaluation while validation sees the current
+    // weights; an unstable run can open a gap for one evaluation. Two evaluations in a row (early stopping's
+    // patience of 2) make it a trend.
+    auto accuracy_gap = [&](size_t i) -> double {
+      const Json& v = s.evaluations[i].second;
+      const Json& t = s.train_windows[i].second;
+      if (!v.contains("val_accuracy") || !t.contains("accuracy")) return -std::numeric_limits<double>::infinity();
+      return t["accuracy"].get<double>() - v["val_accuracy"].get<double>();
+    };
+    if (s.evaluations.size() >= 2 && val.contains("val_accuracy") && train.contains("accuracy")) {
+      const double gap = accuracy_gap(s.evaluations.size() - 1);
+      if (gap > o.overfit_gap && accuracy_gap(s.evaluations.size() - 2) > o.overfit_gap) {
         evidence = {{"train_accuracy", train["accuracy"]}, {"val_accuracy", val["val_accuracy"]}, {"gap", gap},
                     {"threshold", o.overfit_gap}};
         message = fmt::format("train accuracy {:.3f} vs validation {:.3f} at step {}: a gap of {:.3f}",
@@ -480,9 +593,13 @@ class OverfittingRule : public Rule {
       for (const auto& [st, m] : s.evaluations)
         if (m.contains("val_loss")) best = std::min(best, m["val_loss"].get<double>());
       const double now = val["val_loss"].get<double>();
+      // Two evaluations in a row above the bound (early stopping's patience of 2): one noisy evaluation near a
+      // small loss floor is not a trend.
+      const Json& before = s.evaluations[s.evaluations.size() - 2].second;
+      const double previous = before.contains("val_loss") ? before["val_loss"].get<double>() : NAN;
       const double train_then = s.train_windows.front().second.value("loss", NAN);
       const double train_now = train.value("loss", NAN);
-      if (now > 1.2 * best && train_now < train_then) {
+      if (now > 1.2 * best && previous > 1.2 * best && train_now < train_then) {
         evidence = {{"val_loss", now}, {"best_val_loss", best}, {"train_loss", train_now}};
         message = fmt::format("validation loss rose to {:.4g} from its best {:.4g} while the train loss kept "
                               "falling ({:.4g}) at step {}",
@@ -575,7 +692,9 @@ class UnchangedParameterRule : public Rule {
  public:
   const char* id() const override { return "unchanged_parameter"; }
   void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
-    if (!s.first_step || step == *s.first_step) return;
+    if (!s.first_step) return;
+    // Gradients are judged from the first capture on: after the first backward every parameter that reaches the
+    // loss has a gradient, so a missing or all-zero one is already a fault.
     for (const auto& [name, l] : s.layers) {
       if (l.step != step || !l.has_params) continue;
       if (l.grad_missing) {
@@ -584,6 +703,8 @@ class UnchangedParameterRule : public Rule {
         emit(out, step, name, "has an all-zero gradient", "no gradient path: a dead activation or a detached branch");
       }
     }
+    // Movement only after the first step: a warm-up may start at lr 0, so the first update can legitimately be 0.
+    if (step == *s.first_step) return;
     for (const auto& [param, change] : s.param_change) {
       const auto dot = param.rfind('.');
       const std::string layer = dot == std::string::npos ? param : param.substr(0, dot);
@@ -612,13 +733,17 @@ class InputRangeRule : public Rule {
  public:
   const char* id() const override { return "input_range"; }
   void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
-    if (!(s.input_abs_max > o.input_abs_max)) return;
+    // Standardised data has a root mean square of 1 however heavy its tails: a sparse feature (a pixel that is
+    // almost always 0) standardises to z-scores of 50 and more. Only a large bulk as well says "not normalised".
+    if (!(s.input_abs_max > o.input_abs_max) || !(s.input_rms > kStandardisedRmsBound)) return;
     const Severity sev = s.input_abs_max > 10 * o.input_abs_max ? Severity::Critical : Severity::Warning;
     out.push_back(make(id(), sev, step, "input",
-                       fmt::format("inputs are not normalised: max |x| = {:.4g}, mean {:.4g}, std {:.4g}",
-                                   s.input_abs_max, s.input_mean, s.input_std),
-                       {{"input_abs_max", s.input_abs_max}, {"input_mean", s.input_mean}, {"input_std", s.input_std},
-                        {"threshold", o.input_abs_max}},
+                       fmt::format("inputs are not normalised: max |x| = {:.4g}, root mean square {:.4g}, mean {:.4g}, "
+                                   "std {:.4g}",
+                                   s.input_abs_max, s.input_rms, s.input_mean, s.input_std),
+                       {{"input_abs_max", s.input_abs_max}, {"input_rms", s.input_rms}, {"input_mean", s.input_mean},
+                        {"input_std", s.input_std}, {"threshold", o.input_abs_max},
+                        {"rms_bound", kStandardisedRmsBound}},
                        {"raw values fed to the model (e.g. pixels 0..255)", "a feature with a much larger scale"},
                        {"set data.normalize = true (standardise with statistics of the training split)",
                         "scale features to comparable ranges"}));

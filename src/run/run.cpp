@@ -117,7 +117,7 @@ RunOutcome run_training(const Config& config, const RunRequest& request) {
 
     if (!request.resume.empty()) {
       const Checkpoint checkpoint = load_checkpoint(request.resume);
-      const auto extra = restore_trainer(trainer, checkpoint);
+      const auto extra = restore_trainer(trainer, checkpoint, request.restore);
       auto it = extra.find("monitor");
       if (monitor && it != extra.end()) monitor->load_state(it->second);
     }
@@ -129,7 +129,17 @@ RunOutcome run_training(const Config& config, const RunRequest& request) {
     trainer.add_callback(checkpoints);
 
     const int64_t start_step = trainer.step();
-    outcome.result = trainer.fit();
+    if (request.stop_after > 0 && start_step >= request.stop_after) {
+      // fit() would take one step before any callback can stop it; save what was loaded instead.
+      outcome.result.status = "stopped";
+      outcome.result.stop_reason =
+          fmt::format("resumed at step {}, already at --stop-after {}: saved without training", start_step,
+                      request.stop_after);
+      outcome.result.steps = start_step;
+      checkpoints->save_now();
+    } else {
+      outcome.result = trainer.fit();
+    }
     if (monitor) outcome.findings = monitor->findings();
     outcome.last_checkpoint = checkpoints->last_saved();
 

@@ -87,10 +87,29 @@ struct KeyReport {
 /// and the report says what was not.
 KeyReport load_model_tensors(Model& model, const std::vector<NamedTensor>& tensors, bool strict = true);
 
+/// Which parts of a checkpoint restore_trainer() puts back. A real resume restores all of them; switching one off
+/// plants a known fault, so that `ckpt resume-check` can be shown to name the component that breaks a resume
+/// (`traindx train --resume-skip COMPONENT`, a hidden flag for its tests).
+struct RestoreOptions {
+  bool model = true;
+  bool optimizer = true;
+  bool rng = true;
+  bool batcher = true;
+  bool early_stopping = true;
+  /// Switches off the component named "model", "optimizer", "rng", "batcher" or "early_stopping".
+  /// Throws UsageError naming the allowed names.
+  RestoreOptions& skip(const std::string& component);
+  /// The names skip() accepts, in that order.
+  static const std::vector<std::string>& component_names();
+  /// The components switched off (empty for a real resume).
+  std::vector<std::string> skipped() const;
+};
+
 /// Restores everything a checkpoint holds into a trainer built from the same config: model, optimizer slots,
-/// schedule position (step), RNG states, batcher position, early stopping. Returns the `extra` JSON states for
-/// other components (e.g. "monitor"). Throws CheckpointError on any mismatch.
-std::map<std::string, Json> restore_trainer(Trainer& trainer, const Checkpoint& checkpoint);
+/// schedule position (step), RNG states, batcher position, early stopping (less what `options` switches off).
+/// Returns the `extra` JSON states for other components (e.g. "monitor"). Throws CheckpointError on any mismatch.
+std::map<std::string, Json> restore_trainer(Trainer& trainer, const Checkpoint& checkpoint,
+                                            const RestoreOptions& options = {});
 
 /// A raw table as JSON (the golden probe of tabular data) and back; NaN cells become null.
 Json table_to_json(const Table& table);

@@ -6,16 +6,18 @@
 /// activation mean/std, fraction of zeros, fraction saturated, dead units, non-finite counts and a sampled
 /// histogram. Rules (rules.h) read these bounded histories and emit Findings.
 ///
-/// In your own LibTorch loop:
-///   traindx::Monitor monitor(traindx::MonitorOptions(), named_parameters_of(model));
+/// In your own LibTorch loop (examples/user_loop.cpp is a complete one; docs/monitor.md explains each call):
+///   traindx::Monitor monitor(traindx::MonitorOptions(), named_parameters);  // {"fc1.weight", tensor}, ...
+///   monitor.set_task(traindx::Task::Classification, num_classes);           // optional, sharpens rules
 ///   for (step ...) {
 ///     auto out = monitor.wants_activations(step) ? traindx::tapped_forward(seq, x, monitor, step) : seq->forward(x);
 ///     auto loss = ...; loss.backward();
-///     monitor.after_backward(step, loss.item<double>(), x, y);
+///     monitor.after_backward(step, loss.item<double>(), x, y, out.detach(), lr);
 ///     optimizer.step();
 ///     monitor.after_step(step);
 ///     if (monitor.stop_requested()) break;
 ///   }
+///   monitor.on_train_end(steps);
 ///   std::cout << monitor.findings().to_json().dump(2);
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/types.h>
@@ -97,8 +99,12 @@ struct MonitorState {
   std::deque<std::pair<int64_t, double>> losses;        ///< (step, loss), last loss_window * 4 steps
   std::deque<std::pair<int64_t, double>> grad_norms;    ///< (step, global gradient norm)
   std::deque<std::pair<int64_t, double>> lrs;           ///< (step, learning rate)
+  /// (step, std of the batch's per-example cross-entropies / sqrt(batch size)): how much the batch loss scatters
+  /// from minibatch sampling alone. Only for classification steps whose outputs reproduce the reported loss.
+  std::deque<std::pair<int64_t, double>> loss_sampling_std;
   std::optional<double> initial_loss;                   ///< loss at step 0 (first step seen)
   std::optional<double> first_window_loss;              ///< mean loss of the first loss_window steps
+  std::optional<double> best_block_loss;                ///< lowest mean of 10 consecutive losses (steps 10k..10k+9)
   std::optional<int64_t> first_step;
   std::map<std::string, LayerStats> layers;             ///< last detailed capture per layer
   std::map<std::string, LayerStats> first_layers;       ///< first detailed capture per layer (at init)
@@ -110,6 +116,7 @@ struct MonitorState {
   int64_t captures = 0;                                 ///< detailed captures so far
   std::vector<int64_t> label_counts;                    ///< training labels seen so far, per class
   double input_abs_max = 0.0, input_mean = NAN, input_std = NAN;
+  double input_rms = 0.0;                               ///< largest root mean square of an examined input batch
   int64_t steps_seen = 0;
   double running_correct = 0, running_count = 0;        ///< train accuracy since the last evaluation
   bool ended = false;
@@ -195,6 +202,7 @@ class Monitor {
   std::function<void(const Finding&)> listener_;
   std::vector<torch::Tensor> before_step_;  // parameter copies on detailed steps, for update ratios
   std::vector<torch::Tensor> initial_params_;
+  std::vector<double> initial_norms_;  // |initial_params_[i]|, the denominator of param_change
   int64_t detail_step_ = -1;
   bool detail_pending_ = false;
   bool located_non_finite_ = false;

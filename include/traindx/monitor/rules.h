@@ -6,56 +6,88 @@
 /// |dW_l| norm of the optimizer update, u_l = |dW_l| / |W_l|; L_t loss at step t; mean_w(L) mean over the last
 /// loss_window (w) steps; C number of classes.
 ///
-/// nan_or_inf (critical)           loss or g non-finite. The monitor then re-runs the batch layer by layer and
-///                                 names the first layer whose output is non-finite (forward), or the parameter
-///                                 nearest the output whose gradient is (backward), or the loss itself.
+/// nan_or_inf (critical)           loss or g non-finite. The monitor then names, in this order: a parameter that
+///                                 already holds non-finite values; or (re-running the batch layer by layer through
+///                                 set_forward) the first layer whose output is non-finite; or the parameter
+///                                 nearest the output whose gradient is non-finite (backward); or the loss itself.
+///                                 At the first step the advice is about init and inputs (no update happened yet).
+///                                 A detailed capture that sees non-finite activations or weights while the loss is
+///                                 still finite reports the first such layer in forward order. g is computed in the
+///                                 gradients' dtype and, when that overflows, again in float64, so a huge but
+///                                 finite gradient is exploding_gradient, not nan_or_inf.
 /// exploding_gradient (warning)    g > exploding_grad_norm (1e3) or g > exploding_growth (100) x median of the first
-///                                 10 steps' g. Healthy runs in our fault zoo stay within 0.05..20 (docs/benchmarks.md);
-///                                 1e3 leaves two orders of margin.
-/// vanishing_gradient (warning)    a layer with parameters has |G_l| < vanishing_grad_norm (1e-7, the default of
+///                                 10 steps' g. Healthy runs of the fault zoo stay within 0.01..10
+///                                 (docs/benchmarks.md): 1e3 leaves two orders of margin.
+/// vanishing_gradient (warning)    a layer with parameters has 0 < |G_l| < vanishing_grad_norm (1e-7, the default of
 ///                                 SageMaker Debugger's VanishingGradient rule), or the first layer's gradient/weight
 ///                                 ratio is below vanishing_depth_ratio (1e-4) times the last layer's (a depth
-///                                 product of ~7 sigmoid derivatives <= 0.25 each).
+///                                 product of ~7 sigmoid derivatives <= 0.25 each). An exactly zero gradient is no
+///                                 gradient path at all: unchanged_parameter reports it.
 /// dead_relu (warning; critical    fraction of a ReLU layer's units (features or channels) that output 0 for every
-///   when all units are dead)      example of the batch > dead_fraction (0.5, SageMaker Debugger's DeadRelu
+///   when all units are dead)      example of the captured sample > dead_fraction (0.5, SageMaker Debugger's DeadRelu
 ///                                 threshold_layer).
 /// saturated_activation (warning)  fraction of a sigmoid/tanh layer's outputs within 1% of its bounds >
 ///                                 saturation_fraction (0.5, as SageMaker Debugger's threshold_layer).
-/// loss_not_decreasing (warning)   after 2w steps, mean_w(L) > (1 - loss_min_improvement (0.01)) x mean of the
-///                                 first w steps: no learning since the start.
-/// loss_diverging (critical)       after 10 steps, the mean loss of the last 10 steps > divergence_factor (3) x the
-///                                 lowest such mean so far and > the first steps' mean.
-/// loss_oscillating (warning)      after 2w steps, the std of the last w losses around their least-squares line,
-///                                 divided by their mean, > oscillation_cv (0.5), with the mean above 5% of the
-///                                 initial loss (noise around a loss near zero does not count). Detrending keeps a
-///                                 fast-falling early loss from counting; minibatch noise of healthy runs stays
-///                                 below ~0.3 (fault zoo, docs/benchmarks.md).
+/// loss_not_decreasing (warning)   checked every w/2 steps from step 2w: mean_w(L) > (1 - loss_min_improvement
+///                                 (0.01)) x mean of the first w steps (no learning since the start), or, for
+///                                 classification, mean_w(L) > (1 - loss_min_improvement) x H, the entropy of the
+///                                 class frequencies seen: the loss of a predictor that ignores its inputs (a model
+///                                 that only fell from a bad start to ln C has learned nothing; shuffled labels).
+///                                 The advice follows the median update/weight ratio: < 1e-4 raise the rate, >
+///                                 update_ratio_high lower it, otherwise check labels and frozen parameters first.
+/// loss_diverging (critical)       mean of the last 10 losses > divergence_factor (3) x min(L_0, best mean of 10
+///                                 consecutive losses so far in the run) and > L_0: far above the best level reached
+///                                 and worse than an untrained model. L_0 counts so that a loss that climbs within
+///                                 the first 10 steps is caught.
+/// loss_oscillating (warning)      checked every w/2 steps from step 2w: the std s of the last w losses around their
+///                                 least-squares line, divided by their mean, > oscillation_cv (0.5), with the mean
+///                                 above 5% of L_0, and — where the monitor can recompute each example's
+///                                 cross-entropy from the outputs — s > 2 x the minibatch sampling std of the batch
+///                                 loss (std of per-example losses / sqrt(B), averaged over the window). Detrending
+///                                 keeps a fast-falling early loss from counting. The sampling test is what keeps
+///                                 converged runs quiet: near a loss of ~0 a few hard examples per batch give
+///                                 residual CVs of 1-1.5 (healthy tabular runs of the fault zoo) while the scatter
+///                                 stays within sampling noise; under pure sampling noise s / sampling std is
+///                                 1 +- 1/sqrt(2w), so 2 is far outside chance. Fashion-MNIST runs scatter 0.2-0.3.
 /// lr_too_high (warning; critical  median over layers of u_l > update_ratio_high (0.1; Karpathy's rule of thumb
 ///   when > 10x the threshold or   puts healthy updates near 1e-3 of the weights), or the loss diverges or
-///   with divergence)              oscillates while u_l > 0.01.
+///   with divergence)              oscillates while u_l > 0.01. u_l is |dW_l| over |W_l| before the step.
 /// lr_too_low (warning)            median u_l < update_ratio_low (1e-6), or the loss does not decrease while
-///                                 median u_l < 1e-4.
+///                                 median u_l < 1e-4; not when some layer's gradient is below vanishing_grad_norm
+///                                 (then the updates are small because the gradients are, and a higher rate would
+///                                 not help: vanishing_gradient / unchanged_parameter / dead_relu say why).
 /// weight_update_ratio (info)      one layer's u_l outside [update_ratio_low, update_ratio_high] while the median
 ///                                 is inside: that layer learns at a very different speed from the rest.
 /// poor_initialization (warning)   classification with C >= 2: |L_0 - ln C| / ln C > init_loss_tolerance (0.5) — a
 ///                                 fresh classifier should be near-uniform (Karpathy, "A recipe for training neural
 ///                                 networks": verify loss @ init); or at the first capture the activation std of
-///                                 the last layer differs from the first by more than activation_depth_ratio (100)x.
-/// symmetric_weights (critical)    in a linear/conv layer with >= 2 units, more than half the units have a twin
-///                                 with cosine > symmetry_cosine (0.9999) (all-zero units count as twins): the
-///                                 units receive identical gradients and can never differ.
-/// overfitting (warning)           at an evaluation, running train accuracy - validation accuracy > overfit_gap
-///                                 (0.1), or validation loss > 1.2 x its best while the train loss still falls.
-/// underfitting (warning)          at the end (or at an evaluation after the loss stopped improving), train
-///                                 accuracy < underfit_accuracy, by default 1/C + 0.5 (1 - 1/C): the model does not
-///                                 even fit the data it sees.
+///                                 the last linear/conv layer differs from the first by more than
+///                                 activation_depth_ratio (100)x.
+/// symmetric_weights (critical)    in a linear/conv layer with >= 2 units and fan-in >= 2, more than half the units
+///                                 have a twin with cosine > symmetry_cosine (0.9999) (all-zero units count as
+///                                 twins): the units receive identical gradients and can never differ. Measured at
+///                                 the first capture and every 10th after (O(units^2 x fan-in)). With a fan-in of 1
+///                                 every pair of same-sign units has cosine 1, so such layers are skipped.
+/// overfitting (warning)           at two evaluations in a row (early stopping's patience of 2: one evaluation of a
+///                                 noisy or unstable run is not a trend): running train accuracy - validation
+///                                 accuracy > overfit_gap (0.1), or validation loss > 1.2 x its best while the train
+///                                 loss is below its value at the first evaluation.
+/// underfitting (warning)          at the end (or at an evaluation after the loss stopped improving for a window),
+///                                 train accuracy < underfit_accuracy, by default 1/C + 0.5 (1 - 1/C): the model
+///                                 does not even fit the data it sees.
 /// class_imbalance (warning)       after 20 C labels, largest / smallest class count > imbalance_ratio (10), or a
 ///                                 class never seen.
-/// unchanged_parameter (warning)   at a capture after step 0, a parameter has no gradient (frozen, or no path from
-///                                 the loss), an all-zero gradient, or has not moved at all since the start (not in
-///                                 the optimizer).
-/// input_range (warning; critical  max |x| of an input batch > input_abs_max (20; standardised data rarely exceeds
-///   above 10x the threshold)      ~6 sigma) — e.g. pixels fed as 0..255.
+/// unchanged_parameter (warning)   at any capture, a layer's parameters have no gradient (frozen, or no path from
+///                                 the loss) or an all-zero gradient; after the first step, a parameter with a
+///                                 gradient has not moved at all since the start (not in the optimizer; the first
+///                                 step is exempt because a warm-up may start at lr 0).
+/// input_range (warning; critical  max |x| of the input batches > input_abs_max (20; standardised data rarely exceeds
+///   above 10x the threshold)      ~6 sigma) and their root mean square > 3 (standardised data has RMS 1 however
+///                                 heavy its tails: a sparse feature standardises to z-scores of 50 and more, as in
+///                                 scikit-learn's digits) — e.g. pixels fed as 0..255.
+///
+/// Capture cost is bounded: activation statistics read at most 2^16 values per layer (the first examples of the
+/// batch that fit), histograms 4096 of them.
 #include <string>
 #include <vector>
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "traindx/checkpoint/checkpoint.h"
 #include "traindx/core/config.h"
 #include "traindx/monitor/finding.h"
 #include "traindx/train/trainer.h"
@@ -16,7 +17,10 @@ namespace traindx {
 struct RunRequest {
   std::string out;              ///< run directory; empty: <run.out_root>/<run.name>-<time>
   std::string resume;           ///< checkpoint (or run directory) to resume from; empty: start fresh
-  int64_t stop_after = 0;       ///< stop after this many steps and checkpoint, as if preempted (0: off)
+  /// Stop after this many steps and checkpoint, as if preempted (0: off). A resume at or past this step trains
+  /// nothing and re-saves what it loaded: a load→save round trip that `ckpt resume-check` compares.
+  int64_t stop_after = 0;
+  RestoreOptions restore;       ///< parts of the checkpoint a resume restores (all, except to plant a fault)
   bool quiet = false;           ///< no progress, no findings on stderr
   bool terminal = false;        ///< progress as a redrawn bar
   /// Called once the trainer is built, before training (e.g. to print the data and model summary).
