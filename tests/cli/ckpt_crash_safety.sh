@@ -4,11 +4,11 @@
 # restarted with --resume from the killed run, as a preempted job would be. After every kill, `latest` must load with
 # all hashes checked (`ckpt inspect`, exit 0), name a visible complete directory, and `ckpt verify` must reproduce the
 # golden probe. Each trial pays a process start and data loading (~1.5 s), so this script runs few trials
-# (TRAINDX_CLI_CRASH_TRIALS, default 8); the many-kill test is tests/checkpoint_crash_test.cpp (120 kills, forked).
+# (TRAINDX_CLI_CRASH_TRIALS, default 6); the many-kill test is tests/checkpoint_crash_test.cpp (120 kills, forked).
 #   bash tests/cli/ckpt_crash_safety.sh <traindx binary> <source dir>
 set -euo pipefail
 traindx=$1
-trials=${TRAINDX_CLI_CRASH_TRIALS:-8}
+trials=${TRAINDX_CLI_CRASH_TRIALS:-6}
 work=$(mktemp -d)
 pid=""
 cleanup() {
