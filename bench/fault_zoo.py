@@ -93,7 +93,8 @@ def main():
     configs = sorted(glob.glob(os.path.join(ROOT, "bench", "faults", "*.toml")))
     if args.only:
         configs = [c for c in configs if os.path.splitext(os.path.basename(c))[0] in args.only]
-    out_root = args.out or tempfile.mkdtemp(prefix="fault_zoo_")
+    scratch = None if args.out else tempfile.TemporaryDirectory(prefix="fault_zoo_")
+    out_root = args.out or scratch.name
     os.makedirs(out_root, exist_ok=True)
 
     faults, healthy = [], []
@@ -152,6 +153,8 @@ def main():
           + (f" ({', '.join(healthy_critical)})" if healthy_critical else ""))
     print(f"- wall time: {total:.0f} s for {len(faults) + len(healthy)} runs")
     ok = len(found) == len(faults) and median_delay <= 50 and median_start <= 100 and not healthy_critical
+    if scratch:
+        scratch.cleanup()
     return 0 if ok else 1
 
 

@@ -289,6 +289,16 @@ std::vector<RuleCase> rule_cases() {
                  EXPECT_TRUE(fires(run_rule("loss_oscillating", Hook::Step, s, 79), "loss_oscillating"));
                  return out;
                }});
+  c.push_back({"loss_oscillating", "SwingsBeyondSamplingNoise", true, [] {
+                 // Swings of +-0.25 around 2.0 are only 12% of the loss, but five times what sampling explains: the
+                 // model's loss moves from step to step. Without the noise estimate the CV test cannot tell.
+                 std::vector<double> v;
+                 for (int i = 0; i < 80; ++i) v.push_back(2.0 + 0.25 * std::sin(i * 2.1));
+                 MonitorState s = with_losses(v);
+                 EXPECT_FALSE(fires(run_rule("loss_oscillating", Hook::Step, s, 79), "loss_oscillating"));
+                 for (int i = 0; i < 80; ++i) s.loss_sampling_std.emplace_back(i, 0.035);
+                 return run_rule("loss_oscillating", Hook::Step, s, 79);
+               }});
   c.push_back({"loss_oscillating", "MinibatchNoise", false,
                [] { return run_rule("loss_oscillating", Hook::Step, with_losses(healthy_losses(80)), 79); }});
   // lr_too_high: updates of half the weights per step; critical above 10x the threshold.
@@ -1007,6 +1017,17 @@ TEST(MonitorRealModelTest, TappedForwardNamesSequentialChildren) {
   EXPECT_EQ(layers.at("1").type, "relu");
   EXPECT_GE(layers.at("1").act_zero_fraction, 0.0);
   EXPECT_FALSE(std::isnan(layers.at("2").act_std));
+}
+
+TEST(MonitorRealModelTest, AccountsForItsOwnTime) {
+  TinyNet net([](const torch::Tensor& h) { return torch::relu(h); });
+  auto monitor = attach(net);
+  EXPECT_EQ(monitor->seconds(), 0.0);
+  monitored_step(net, *monitor, 0);
+  const double after_one = monitor->seconds();
+  EXPECT_GT(after_one, 0.0);
+  monitored_step(net, *monitor, 1);
+  EXPECT_GT(monitor->seconds(), after_one);
 }
 
 TEST(MonitorRealModelTest, DetailOnlyAtTheInterval) {

@@ -146,8 +146,8 @@ std::vector<ConfigKey> make_schema() {
       key("monitor.divergence_factor", V::Float, "3.0",
           "loss_diverging: windowed loss this many times its best (or its start).", {}, 1.0),
       key("monitor.oscillation_cv", V::Float, "0.5",
-          "loss_oscillating: scatter of the windowed loss around its trend, relative to its mean, above this (and "
-          "above twice the minibatch sampling noise where measurable).",
+          "loss_oscillating: scatter of the windowed loss around its trend, relative to its mean, above this; used "
+          "where the minibatch sampling noise cannot be measured (otherwise: scatter above twice that noise).",
           {}, 0.0),
       key("monitor.update_ratio_high", V::Float, "0.1", "weight_update_ratio / lr_too_high: update/weight above this.",
           {}, 0.0),

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "traindx/core/error.h"
@@ -17,6 +18,19 @@ constexpr int64_t kHistogramSample = 4096;  // activations sampled per histogram
 // positions), at a bounded cost per layer (~0.1 ms) whatever the batch and layer size.
 constexpr int64_t kActivationSample = int64_t{1} << 16;
 constexpr size_t kMaxEvaluations = 1000;
+
+// Adds the wall time of a scope to a running total: how the monitor accounts for its own cost.
+class Stopwatch {
+ public:
+  explicit Stopwatch(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~Stopwatch() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  Stopwatch(const Stopwatch&) = delete;
+  Stopwatch& operator=(const Stopwatch&) = delete;
+
+ private:
+  double& total_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 template <typename T>
 void push_bounded(std::deque<T>& d, T v, size_t cap) {
@@ -200,6 +214,7 @@ bool Monitor::wants_activations(int64_t step) const {
 
 void Monitor::record_activation(int64_t step, const std::string& layer, const torch::Tensor& output) {
   if (!options_.enabled || !output.defined() || !output.is_floating_point() || output.dim() == 0) return;
+  const Stopwatch timer(seconds_);
   torch::NoGradGuard no_grad;
   if (step != detail_step_) {
     detail_step_ = step;
@@ -340,6 +355,7 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
 void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inputs, const torch::Tensor& targets,
                              const torch::Tensor& outputs, double lr) {
   if (!options_.enabled) return;
+  const Stopwatch timer(seconds_);
   torch::NoGradGuard no_grad;
   const size_t cap = static_cast<size_t>(options_.loss_window) * 4;
   if (!state_.first_step) {
@@ -385,7 +401,8 @@ void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inp
     const auto y = targets.reshape({-1});
     const auto counts = torch::bincount(y.cpu(), {}, state_.num_classes).contiguous();
     const int64_t* count = counts.data_ptr<int64_t>();  // one read, not one item() per class
-    for (int64_t c = 0; c < std::min<int64_t>(counts.numel(), state_.num_classes); ++c) state_.label_counts[c] += count[c];
+    for (int64_t c = 0; c < std::min<int64_t>(counts.numel(), state_.num_classes); ++c)
+      state_.label_counts[c] += count[c];
     const int64_t batch = y.size(0);
     if (outputs.defined() && outputs.dim() == 2 && outputs.size(0) == batch) {
       // One read for three numbers: correct predictions, and mean and std of the per-example cross-entropies.
@@ -430,6 +447,7 @@ void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inp
 
 void Monitor::after_step(int64_t step) {
   if (!options_.enabled || !detail_pending_ || detail_step_ != step) return;
+  const Stopwatch timer(seconds_);
   detail_pending_ = false;
   capture_parameters(step, /*with_update=*/true);
   before_step_.clear();
@@ -437,7 +455,8 @@ void Monitor::after_step(int64_t step) {
   if (store_) {
     for (const auto& layer : state_.layer_order) {
       auto it = state_.layers.find(layer);
-      if (it != state_.layers.end() && it->second.step == step) store_->log_layer_stats(run_id_, step, layer, it->second.scalars());
+      if (it != state_.layers.end() && it->second.step == step)
+        store_->log_layer_stats(run_id_, step, layer, it->second.scalars());
     }
     Scalars run_scalars;
     if (!state_.grad_norms.empty()) run_scalars.emplace_back("grad_norm", state_.grad_norms.back().second);
@@ -447,6 +466,7 @@ void Monitor::after_step(int64_t step) {
 
 void Monitor::on_evaluation(int64_t step, const Json& metrics) {
   if (!options_.enabled) return;
+  const Stopwatch timer(seconds_);
   state_.evaluations.emplace_back(step, metrics);
   Json train = Json::object();
   if (state_.running_count > 0) train["accuracy"] = state_.running_correct / state_.running_count;
@@ -467,8 +487,13 @@ void Monitor::on_evaluation(int64_t step, const Json& metrics) {
 void Monitor::on_train_end(int64_t step) {
   if (!options_.enabled || state_.ended) return;
   state_.ended = true;
-  capture_parameters(step, /*with_update=*/false);
-  run_rules(step, &Rule::on_end);
+  {
+    const Stopwatch timer(seconds_);
+    capture_parameters(step, /*with_update=*/false);
+    run_rules(step, &Rule::on_end);
+  }
+  // Its own cost (seconds()) goes to summary.json, not to the step series: wall time is not reproducible, and the
+  // series must be (ckpt resume-check compares them bitwise).
   if (store_) store_->flush();
 }
 

@@ -150,6 +150,8 @@ RunOutcome run_training(const Config& config, const RunRequest& request) {
     summary["resumed_from"] = request.resume;
     summary["last_checkpoint"] = outcome.last_checkpoint;
     summary["findings"] = {{"total", outcome.findings.size()}, {"critical", outcome.findings.has_critical()}};
+    // The monitor's own wall time inside its calls (bench/monitor_overhead.py reads it).
+    summary["monitor_seconds"] = monitor ? monitor->seconds() : 0.0;
     summary["data"] = {{"source", trainer.data().info.source},
                        {"task", task_name(trainer.data().info.task)},
                        {"num_classes", trainer.data().info.num_classes},

@@ -42,7 +42,7 @@ namespace traindx {
 struct MonitorOptions {
   bool enabled = true;
   int64_t interval = 25;          ///< steps between detailed captures
-  bool every_step = false;        ///< full detail at every step (for debugging; ~1.5x step time)
+  bool every_step = false;        ///< full detail at every step (for debugging; ~1.05x step time, docs/benchmarks.md)
   std::string on_critical = "stop";  ///< "stop" or "warn"
   int64_t histogram_bins = 32;
   std::vector<std::string> disabled_rules;
@@ -176,6 +176,9 @@ class Monitor {
   const FindingSet& findings() const { return findings_; }
   const MonitorState& state() const { return state_; }
   const MonitorOptions& options() const { return options_; }
+  /// Wall seconds spent inside the monitor's calls so far: its own cost (the trainer writes it to summary.json as
+  /// "monitor_seconds"; not to the step series, which must be reproducible).
+  double seconds() const { return seconds_; }
   /// What a checkpoint keeps of the monitor: findings, loss / gradient / lr histories, initial and first-window
   /// losses, label counts, step count. Restoring it lets rules continue across a resume.
   Json save_state() const;
@@ -206,6 +209,7 @@ class Monitor {
   int64_t detail_step_ = -1;
   bool detail_pending_ = false;
   bool located_non_finite_ = false;
+  double seconds_ = 0.0;
   std::optional<std::string> stop_reason_;
 };
 

@@ -39,16 +39,17 @@
 ///                                 consecutive losses so far in the run) and > L_0: far above the best level reached
 ///                                 and worse than an untrained model. L_0 counts so that a loss that climbs within
 ///                                 the first 10 steps is caught.
-/// loss_oscillating (warning)      checked every w/2 steps from step 2w: the std s of the last w losses around their
-///                                 least-squares line, divided by their mean, > oscillation_cv (0.5), with the mean
-///                                 above 5% of L_0, and — where the monitor can recompute each example's
-///                                 cross-entropy from the outputs — s > 2 x the minibatch sampling std of the batch
-///                                 loss (std of per-example losses / sqrt(B), averaged over the window). Detrending
-///                                 keeps a fast-falling early loss from counting. The sampling test is what keeps
-///                                 converged runs quiet: near a loss of ~0 a few hard examples per batch give
-///                                 residual CVs of 1-1.5 (healthy tabular runs of the fault zoo) while the scatter
-///                                 stays within sampling noise; under pure sampling noise s / sampling std is
-///                                 1 +- 1/sqrt(2w), so 2 is far outside chance. Fashion-MNIST runs scatter 0.2-0.3.
+/// loss_oscillating (warning)      checked every w/2 steps from step 2w, with s the std of the last w losses around
+///                                 their least-squares line (detrending keeps a fast-falling early loss from
+///                                 counting) and their mean above 5% of L_0: where the monitor can recompute each
+///                                 example's cross-entropy from the outputs, s > 2 x the minibatch sampling std of
+///                                 the batch loss (sqrt of the window's mean of var(per-example loss) / B);
+///                                 otherwise s / mean > oscillation_cv (0.5). The sampling test measures what the CV
+///                                 threshold stood in for — healthy runs' minibatch noise, 0.2-0.3 of the mean on
+///                                 Fashion-MNIST but 1-1.5 near a loss of 0 (8x8 digits, breast cancer) — so it
+///                                 keeps converged runs quiet and catches swings of 10-20% of the loss that are 2-4x
+///                                 the sampling noise. At ratio 2, three quarters of the variance come from the
+///                                 model changing between steps; under a stable model the ratio is 1 +- 1/sqrt(2w).
 /// lr_too_high (warning; critical  median over layers of u_l > update_ratio_high (0.1; Karpathy's rule of thumb
 ///   when > 10x the threshold or   puts healthy updates near 1e-3 of the weights), or the loss diverges or
 ///   with divergence)              oscillates while u_l > 0.01. u_l is |dW_l| over |W_l| before the step.
