@@ -14,15 +14,22 @@ Every rule is scored over all (config, sweep) pairs by its regret: validation lo
 grid validation loss (a run whose loss is not finite counts as diverged), and by its accuracy gap to the best grid
 accuracy. A rule that is robust to noisy curves has small regret for every sweep, not only on average.
 
+Then the lr_too_high / lr_too_low findings of the same sweeps, against the configured rate's own regret: a finding
+on a rate within 0.05 of the grid's best is a false alarm, a rate with regret above 0.3 (or diverging) should be
+flagged. For comparison, the same count for a finding raised whenever train.lr is more than 10x from the default
+rule's suggestion alone.
+
 Prints per-config tables and the summary as markdown (docs/benchmarks.md, "Doctor: learning-rate rules").
 
     /usr/bin/python3 bench/lr_rules.py [--traindx build/cli/traindx] [--only NAME ...] [--budget 300]
                                        [--out DIR] [--json FILE]
 
-Results are cached in DIR/cache.json by command line, so a rerun after changing one rule only trains what changed.
+Results are cached in DIR/cache.json by command line and config contents, so a rerun after changing one rule or
+one config only runs what changed.
 """
 import argparse
 import glob
+import hashlib
 import json
 import math
 import os
@@ -34,7 +41,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RULES = ["centred_min", "valley", "steepest", "minimum"]
+RULES = ["minimum", "centred_min", "valley", "steepest"]  # lr_rules() order
 SEEDS = [1, 2, 3]
 GRID = [10 ** (k / 2) for k in range(-10, 2)]  # 1e-5 .. 3.16, half decades
 
@@ -93,7 +100,9 @@ class Runner:
         self.seconds = 0.0
 
     def _run(self, args):
-        key = " ".join(args)
+        # The config's contents are part of the key: the fault zoo is edited while results accumulate.
+        with open(args[1], "rb") as f:
+            key = hashlib.sha1(f.read()).hexdigest()[:12] + " " + " ".join(args)
         if key in self.cache:
             return self.cache[key]
         shutil.rmtree(os.path.join(self.out, "run"), ignore_errors=True)  # train refuses a non-empty --out
@@ -172,7 +181,8 @@ def main():
                "best_lr": best_lr if best_loss is not None else None, "suggestions": suggestions, "trained": trained,
                "grid": {f"{lr:.3g}": g for lr, g in grid.items()},
                "stopped_early": [f.get("stopped_early") for f in finds],
-               "findings": sorted({x["rule"] for f in finds[:1] for x in f.get("findings", [])})}
+               "lr_findings": [sorted({x["rule"] for x in f.get("findings", [])} & {"lr_too_high", "lr_too_low"})
+                               for f in finds]}
         for rule in RULES:
             lrs = [s for s in suggestions[rule] if s]
             row.setdefault("spread", {})[rule] = (max(map(math.log10, lrs)) - min(map(math.log10, lrs))
@@ -248,6 +258,35 @@ def print_tables(rows, budget):
         worst = f"{max(spreads):.2f}" if spreads else "-"
         trials = len(scored) * len(SEEDS)
         print(f"| {rule} | {med:.3f} | {mean:.3f} | {close} of {trials} | {gap} | {failed} | {spread} | {worst} |")
+
+    print("\nlr_too_high / lr_too_low findings per sweep (every config: those sharing a sweep differ in train.lr), "
+          "against the configured "
+          "rate's regret: within 0.05 of the grid's best = well chosen, above 0.3 or diverging = badly chosen.\n")
+    print("| finding raised when train.lr is | false alarms on well-chosen rates | badly chosen rates flagged | "
+          "badly chosen, not flagged |")
+    print("|---|---|---|---|")
+    for label in ("> 10x outside the range of minimum, centred_min, valley (traindx)",
+                  f"> 10x from the {RULES[0]} rule's suggestion alone"):
+        alarms, good, bad, missed = 0, 0, 0, set()
+        flagged = 0
+        for r in (r for r in rows if r["best_loss"] is not None):
+            regret = (r["trained"]["configured"][0]["loss"] - r["best_loss"]
+                      if r["trained"]["configured"][0]["loss"] is not None else math.inf)
+            for s, found in enumerate(r["lr_findings"]):
+                sug = r["suggestions"][RULES[0]][s]
+                if label.endswith("(traindx)"):
+                    alarm = bool(found)
+                else:
+                    alarm = bool(sug) and abs(math.log10(r["configured"] / sug)) > 1
+                if regret <= 0.05:
+                    good += 1
+                    alarms += alarm
+                elif regret > 0.3:
+                    bad += 1
+                    flagged += alarm
+                    if not alarm:
+                        missed.add(r["name"])
+        print(f"| {label} | {alarms} of {good} | {flagged} of {bad} | {', '.join(sorted(missed)) or '-'} |")
 
 
 if __name__ == "__main__":

@@ -156,7 +156,8 @@ TEST(DoctorLrFinderTest, OptionsAreValidated) {
   EXPECT_THROW(LrFinderOptions().set_beta(1.0).validate(), traindx::ConfigError);
   EXPECT_THROW(LrFinderOptions().set_divergence_factor(0.5).validate(), traindx::ConfigError);
   EXPECT_THROW(LrFinderOptions().set_rule("vally").validate(), traindx::ConfigError);
-  EXPECT_EQ(traindx::lr_rules(), (std::vector<std::string>{"centred_min", "valley", "steepest", "minimum"}));
+  EXPECT_EQ(traindx::lr_rules(), (std::vector<std::string>{"minimum", "centred_min", "valley", "steepest"}));
+  EXPECT_EQ(LrFinderOptions().rule, "minimum");
 }
 
 TEST(DoctorLrFinderTest, SweepsSmoothsStopsAndLeavesTheModelUntrained) {
@@ -187,10 +188,10 @@ TEST(DoctorLrFinderTest, SweepsSmoothsStopsAndLeavesTheModelUntrained) {
   }
   EXPECT_GT(r.descent, 0.3);
   // Every rule answers inside the sweep, and the chosen one is the suggestion.
-  EXPECT_EQ(r.rule, "centred_min");
+  EXPECT_EQ(r.rule, "minimum");
   ASSERT_TRUE(r.has_suggestion());
   EXPECT_EQ(r.alternatives.size(), 4u);
-  EXPECT_DOUBLE_EQ(r.alternatives.at("centred_min"), r.suggestion);
+  EXPECT_DOUBLE_EQ(r.alternatives.at("minimum"), r.suggestion);
   for (const auto& [rule, lr] : r.alternatives) {
     EXPECT_GE(lr, 1e-8) << rule;
     EXPECT_LE(lr, r.lrs.back()) << rule;
@@ -209,13 +210,14 @@ TEST(DoctorLrFinderTest, SweepsSmoothsStopsAndLeavesTheModelUntrained) {
   const traindx::Json j = r.to_json();
   EXPECT_EQ(j["lrs"].size(), r.lrs.size());
   EXPECT_EQ(j["alternatives"].size(), 4u);
-  EXPECT_EQ(j["rule"], "centred_min");
+  EXPECT_EQ(j["rule"], "minimum");
   EXPECT_TRUE(j["stopped_early"].get<bool>());
 
   // The plot: a curve, the axis, every rule's marker with the chosen one in upper case.
   const std::string plot = traindx::lr_find_plot(r);
   EXPECT_NE(plot.find('*'), std::string::npos) << plot;
-  EXPECT_NE(plot.find("C = centred_min"), std::string::npos) << plot;
+  EXPECT_NE(plot.find("M = minimum"), std::string::npos) << plot;
+  EXPECT_NE(plot.find("c = centred_min"), std::string::npos) << plot;
   EXPECT_NE(plot.find("v = valley"), std::string::npos) << plot;
   EXPECT_NE(plot.find("1e-7"), std::string::npos) << plot;
 }
@@ -240,6 +242,21 @@ TEST(DoctorLrFinderTest, FindingsWhenTheConfiguredRateIsFarFromTheSuggestion) {
   EXPECT_EQ(low.losses, high.losses);
   const LrFinderResult right = traindx::find_learning_rate(breast_cancer(fmt::format("lr = {}\n", high.suggestion)));
   EXPECT_TRUE(right.findings.empty()) << right.findings[0].message;
+
+  // The comparison is with the range the stable rules span, widened by far_factor (10) on both sides.
+  const double lo = high.findings[0].evidence["range"][0].get<double>();
+  const double hi = high.findings[0].evidence["range"][1].get<double>();
+  EXPECT_LE(lo, high.suggestion);
+  EXPECT_GE(hi, high.suggestion);
+  for (const auto& rule : traindx::lr_range_rules()) {
+    EXPECT_GE(high.alternatives.at(rule), lo) << rule;
+    EXPECT_LE(high.alternatives.at(rule), hi) << rule;
+  }
+  EXPECT_TRUE(traindx::find_learning_rate(breast_cancer(fmt::format("lr = {}\n", 9 * hi))).findings.empty());
+  EXPECT_TRUE(traindx::find_learning_rate(breast_cancer(fmt::format("lr = {}\n", lo / 9))).findings.empty());
+  const auto just_above = traindx::find_learning_rate(breast_cancer(fmt::format("lr = {}\n", 11 * hi))).findings;
+  ASSERT_EQ(just_above.size(), 1u);
+  EXPECT_EQ(just_above[0].rule, "lr_too_high");
 }
 
 TEST(DoctorLrFinderTest, ALossThatCannotFallIsNotBlamedOnTheRate) {

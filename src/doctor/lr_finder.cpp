@@ -136,10 +136,18 @@ void add_findings(LrFinderResult& r) {
     return;
   }
   if (!r.has_suggestion() || !(r.configured_lr > 0)) return;
-  const double ratio = r.configured_lr / r.suggestion;
+  // The range the stable rules span: a rate inside it (or within far_factor of it) is one some rule would pick.
+  double lo = std::numeric_limits<double>::infinity(), hi = 0.0;
+  for (const auto& rule : lr_range_rules()) {
+    const auto it = r.alternatives.find(rule);
+    if (it == r.alternatives.end()) continue;
+    lo = std::min(lo, it->second);
+    hi = std::max(hi, it->second);
+  }
+  if (!(hi > 0)) return;
   const double far = r.options.far_factor;
-  if (ratio <= far && ratio >= 1.0 / far) return;
-  const bool high = ratio > far;
+  const bool high = r.configured_lr > far * hi;
+  if (!high && !(r.configured_lr < lo / far)) return;
   Finding f;
   f.rule = high ? "lr_too_high" : "lr_too_low";
   f.severity = Severity::Warning;
@@ -147,12 +155,16 @@ void add_findings(LrFinderResult& r) {
   if (high && r.stopped_early && std::isfinite(r.lrs.back()) && r.configured_lr >= r.lrs.back()) {
     diverged = fmt::format("; the sweep's loss diverged by lr {:.2g}", r.lrs.back());
   }
-  f.message = fmt::format("train.lr = {:.3g} is {:.3g}x {} the range test's suggestion {:.2g} ({} rule){}",
-                          r.configured_lr, high ? ratio : 1.0 / ratio, high ? "above" : "below", r.suggestion, r.rule,
-                          diverged);
+  const double ratio = high ? r.configured_lr / hi : lo / r.configured_lr;
+  // "1829x" reads better than "1.83e+03x"; small factors keep two digits ("13x", "5.3x").
+  const std::string times = ratio < 100 ? fmt::format("{:.2g}", ratio) : fmt::format("{:.0f}", ratio);
+  f.message = fmt::format("train.lr = {:.3g} is {}x {} what the range test's rules suggest ({:.2g} .. {:.2g}; "
+                          "{} rule: {:.2g}){}",
+                          r.configured_lr, times, high ? "above" : "below", lo, hi, r.rule, r.suggestion, diverged);
   f.evidence = {{"configured_lr", r.configured_lr},
                 {"suggestion", r.suggestion},
                 {"rule", r.rule},
+                {"range", {lo, hi}},
                 {"ratio", ratio},
                 {"far_factor", far},
                 {"alternatives", r.alternatives},
@@ -166,13 +178,8 @@ void add_findings(LrFinderResult& r) {
                                              "~10-100x below SGD's)",
                                              "a rate meant for fine-tuning used to train from scratch"};
   f.fixes = {fmt::format("set train.lr = {}", rate_text(r.suggestion)),
-             fmt::format("try rates between {} and {} (the other rules' answers) and keep the best validation loss",
-                         rate_text(std::min_element(r.alternatives.begin(), r.alternatives.end(),
-                                                    [](auto& a, auto& b) { return a.second < b.second; })
-                                       ->second),
-                         rate_text(std::max_element(r.alternatives.begin(), r.alternatives.end(),
-                                                    [](auto& a, auto& b) { return a.second < b.second; })
-                                       ->second))};
+             fmt::format("try rates between {} and {} and keep the one with the best validation loss", rate_text(lo),
+                         rate_text(hi))};
   r.findings.push_back(f);
 }
 
@@ -201,7 +208,12 @@ Json LrFinderOptions::to_json() const {
 Json LrSuggestion::to_json() const { return {{"rule", rule}, {"lr", lr}, {"index", index}}; }
 
 const std::vector<std::string>& lr_rules() {
-  static const std::vector<std::string> rules = {"centred_min", "valley", "steepest", "minimum"};
+  static const std::vector<std::string> rules = {"minimum", "centred_min", "valley", "steepest"};
+  return rules;
+}
+
+const std::vector<std::string>& lr_range_rules() {
+  static const std::vector<std::string> rules = {"minimum", "centred_min", "valley"};
   return rules;
 }
 
@@ -269,8 +281,8 @@ std::optional<LrSuggestion> suggest_centred_min(const std::vector<double>& lrs, 
   if (n < 3) return std::nullopt;
   const std::vector<double> raw(losses.begin(), losses.begin() + n);
   // 0.4 decade: ~5 batches at the default density, enough to average batch noise, narrow enough not to blur where
-  // the loss turns (the benchmark's regret is flat from 0.4 to 0.8 decade; 0.4 had the smallest worst-case spread
-  // over seeds).
+  // the loss turns (estimated regret was flat from 0.4 to 0.8 decade; 0.4 had the smallest worst-case spread over
+  // sweeps).
   const double spacing =
       (std::log10(lrs[static_cast<size_t>(n - 1)]) - std::log10(lrs.front())) / static_cast<double>(n - 1);
   auto w = static_cast<int64_t>(std::lround(0.4 / spacing));
@@ -281,7 +293,7 @@ std::optional<LrSuggestion> suggest_centred_min(const std::vector<double>& lrs, 
   int64_t m = skip;
   for (int64_t i = skip; i < n; ++i)
     if (curve[static_cast<size_t>(i)] < curve[static_cast<size_t>(m)]) m = i;
-  constexpr double kBackOff = 5.0;  // the middle of the flat part of the benchmark's regret (divisors 3 to 8)
+  constexpr double kBackOff = 5.0;  // the middle of the flat part of the estimated regret (divisors 3 to 8)
   return LrSuggestion{"centred_min", lrs[static_cast<size_t>(m)] / kBackOff, m};
 }
 

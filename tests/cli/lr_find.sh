@@ -45,7 +45,7 @@ ratio = (10 / 1e-7) ** (1 / 99)
 assert all(abs(b / a / ratio - 1) < 1e-9 for a, b in zip(r["lrs"], r["lrs"][1:])), "not an exponential sweep"
 # sgd with momentum 0.9 cannot take lr 10: the smoothed loss passes 4x its best and the sweep stops.
 assert r["stopped_early"] is True and "4x" in r["stop_reason"], r["stop_reason"]
-assert r["rule"] == "centred_min" and r["suggestion"] == r["alternatives"]["centred_min"], r
+assert r["rule"] == "minimum" and r["suggestion"] == r["alternatives"]["minimum"], r
 assert set(r["alternatives"]) == {"centred_min", "valley", "steepest", "minimum"}, r["alternatives"]
 assert 1e-5 < r["suggestion"] < r["lrs"][-1], r["suggestion"]
 assert r["configured_lr"] == 0.01 and isinstance(r["findings"], list)
@@ -55,14 +55,14 @@ rows = list(csv.DictReader(open(os.path.join(sys.argv[2], "lr_find.csv"))))
 assert len(rows) == n and list(rows[0]) == ["step", "lr", "loss", "smoothed"], rows[0]
 assert math.isclose(float(rows[5]["smoothed"]), r["smoothed"][5], rel_tol=1e-12)
 plot = open(os.path.join(sys.argv[2], "lr_find.txt")).read()
-assert "C = centred_min" in plot and "*" in plot, plot
+assert "M = minimum" in plot and "*" in plot, plot
 EOF
 
 # The text report: suggestion, other rules, the plot; a rate 500x the suggestion is reported with the fix.
 rc=0
 "$bin" lr-find "$tmp/table.toml" --set train.lr=5.0 --steps 60 > "$tmp/r.txt" || rc=$?
 if [ "$rc" -ne 0 ]; then echo "FAIL: lr-find exited $rc"; cat "$tmp/r.txt"; exit 1; fi
-for text in "suggestion: train.lr = " "other rules: valley" "smoothed loss vs learning rate" "[warning] lr_too_high" \
+for text in "suggestion: train.lr = " "other rules: centred_min" "smoothed loss vs learning rate" "[warning] lr_too_high" \
             "try: set train.lr = "; do
   grep -qF "$text" "$tmp/r.txt" || { echo "FAIL: '$text' missing from the report"; cat "$tmp/r.txt"; exit 1; }
 done

@@ -32,11 +32,13 @@ struct LrFinderOptions {
   int64_t num_steps = 100;
   double beta = 0.98;              ///< EMA factor of the smoothed loss; 0 = no smoothing
   double divergence_factor = 4.0;  ///< stop once smoothed > factor x best smoothed; 0 = never stop early
-  /// The rule behind `suggestion` (one of lr_rules()). "centred_min" is traindx's; docs/doctor.md says why it is
-  /// the default and docs/benchmarks.md has the comparison on the fault zoo.
-  std::string rule = "centred_min";
-  /// lr_too_high / lr_too_low findings when train.lr is more than this factor away from the suggestion. 10 (one
-  /// decade) because the rules' own spread over seeds is ~0.3 decades, and good rates span about a decade.
+  /// The rule behind `suggestion` (one of lr_rules()). fastai's "minimum" had the lowest median regret and the
+  /// smallest spread between sweeps on the fault zoo (docs/benchmarks.md; docs/doctor.md says why it is the default).
+  std::string rule = "minimum";
+  /// lr_too_high / lr_too_low when train.lr lies more than this factor outside the range [lo, hi] spanned by the
+  /// answers of the stable rules (lr_range_rules()). 10: over the fault zoo's sweeps it raised no false alarm on 45
+  /// well-chosen rates and flagged the planted rates of lr_too_high, lr_too_low and loss_diverging every time;
+  /// comparing with the suggestion alone raised 12 false alarms (docs/benchmarks.md).
   double far_factor = 10.0;
 
   LrFinderOptions& set_min_lr(double v) { min_lr = v; return *this; }
@@ -62,9 +64,14 @@ struct LrSuggestion {
   Json to_json() const;
 };
 
-/// The suggestion rules, in documentation order: "centred_min" (traindx), "valley" (fastai), "steepest"
-/// (Lightning), "minimum" (fastai).
+/// The suggestion rules, in documentation order: "minimum" (fastai, the default), "centred_min" (traindx),
+/// "valley" (fastai's default), "steepest" (Lightning's).
 const std::vector<std::string>& lr_rules();
+
+/// The rules whose answers span the range that lr_too_high / lr_too_low compare train.lr with: "minimum",
+/// "centred_min", "valley". Lightning's "steepest" is left out: its answer moves by ~0.9 decade between sweeps of
+/// the same model (median over the fault zoo; the others move by 0.3 to 0.5).
+const std::vector<std::string>& lr_range_rules();
 
 /// Lightning's rule (lightning.pytorch.tuner.lr_finder._LRFinder.suggestion, skip_begin 10, skip_end 1): drop the
 /// first 10 and the last sweep point, drop non-finite smoothed losses, take np.gradient of what is left (unit
@@ -91,8 +98,8 @@ std::optional<LrSuggestion> suggest_minimum(const std::vector<double>& lrs, cons
 /// 1 / (1 - beta) = 50 steps, 4 decades at the default density, so its minimum lands to the right of the real one by
 /// an amount that depends on how fast the loss moves; a centred mean has no lag, and single-batch blow-ups in the
 /// unstable regime raise it, so its minimum marks where larger steps stop paying. Dividing by 5 backs off into the
-/// stable region: on the fault zoo the regret is flat for divisors from 3 to 8 and windows from 0.4 to 0.8 decade
-/// (docs/benchmarks.md). Empty with fewer than 3 finite points.
+/// stable region; estimated on the fault zoo's recorded sweeps, the regret was flat for divisors from 3 to 8 and
+/// windows from 0.4 to 0.8 decade (docs/doctor.md). Empty with fewer than 3 finite points.
 std::optional<LrSuggestion> suggest_centred_min(const std::vector<double>& lrs, const std::vector<double>& losses);
 
 /// The result of a range test.
@@ -116,9 +123,10 @@ struct LrFinderResult {
   double descent = 0.0;          ///< 1 - best_smoothed / smoothed[0]: how much the loss fell during the sweep
   LrFinderOptions options;
   double seconds = 0.0;
-  /// lr_too_high / lr_too_low (warning) when train.lr is more than far_factor away from the suggestion, with
-  /// "set train.lr = X" as the first fix; lr_range_no_descent (warning) when the loss never fell by 5% at any rate
-  /// (then no rate is to blame and no lr finding is made).
+  /// lr_too_high / lr_too_low (warning) when train.lr lies more than far_factor outside the range of the stable
+  /// rules' answers (lr_range_rules()), with "set train.lr = X" (the suggestion) as the first fix;
+  /// lr_range_no_descent (warning) when the loss never fell by 5% at any rate (then no rate is to blame and no lr
+  /// finding is made); lr_range_nonfinite (warning) when the loss is not finite even at min_lr.
   std::vector<Finding> findings;
   /// lr_find.json: {lrs, losses, smoothed, suggestion, rule, alternatives {rule: lr}, stopped_early, ...}.
   Json to_json() const;
