@@ -9,6 +9,7 @@
 #include "traindx/core/error.h"
 
 int main(int argc, char** argv) {
+  traindx::keep_freed_memory_for_reuse();
   CLI::App app{"traindx: find out why training goes wrong and why a reloaded checkpoint disagrees", "traindx"};
   app.set_version_flag("--version", std::string("traindx ") + traindx::traindx_version() + " (" +
                                         traindx::traindx_git_commit() + ")");

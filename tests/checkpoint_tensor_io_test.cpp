@@ -110,6 +110,30 @@ TEST(CheckpointTensorIoTest, SafetensorsRoundTripsEveryDtypeBitwiseWithMetadata)
   EXPECT_EQ(files, 1u);
 }
 
+TEST(CheckpointTensorIoTest, StreamedPiecesAreTheSerializedImageByteForByte) {
+  // What the checkpoint writer streams (header + tensors viewed in place) must be exactly serialize_safetensors'
+  // image, including for a transposed (non-contiguous) tensor, which is copied once.
+  NamedTensors tensors = every_dtype();
+  tensors.emplace_back("transposed", torch::arange(12, torch::kFloat32).reshape({3, 4}).t());
+  tensors.emplace_back("scalar_f64", torch::tensor(2.5, torch::kFloat64));
+  const TensorMetadata metadata{{"k", "v"}};
+  NamedRawTensors raw;
+  for (const auto& [name, t] : tensors) raw.emplace_back(name, from_torch(t));
+  const std::string image = serialize_safetensors(raw, metadata);
+
+  const SafetensorsPieces pieces = safetensors_pieces(tensors, metadata);
+  std::string joined;
+  for (const auto& piece : pieces.views()) joined += piece;
+  EXPECT_EQ(joined, image);
+
+  TempDir dir;
+  const std::string path = dir.file("t.safetensors");
+  write_safetensors(path, tensors, metadata);
+  EXPECT_EQ(read_file(path), image);
+  expect_checkpoint_error([] { safetensors_pieces({{"a", torch::ones({1})}, {"a", torch::ones({1})}}, {}, "x.st"); },
+                          {"x.st", "two tensors are named 'a'"});
+}
+
 TEST(CheckpointTensorIoTest, SafetensorsRawRoundTripAndOverwrite) {
   TempDir dir;
   const std::string path = dir.file("t.safetensors");

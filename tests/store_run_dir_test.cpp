@@ -1,5 +1,7 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <regex>
@@ -112,6 +114,30 @@ TEST(StoreRunDirTest, CreateRunDirWithOut) {
   const std::string file = tmp.write("file", "x");
   m = error_message<IoError>([&] { traindx::create_run_dir("ignored", "x", file); });
   EXPECT_NE(m.find("not a directory"), std::string::npos) << m;
+}
+
+TEST(StoreRunDirTest, WritePiecesWritesMoreThanOneWritevCallCanTakeInOrder) {
+  // 3000 pieces (writev takes at most IOV_MAX = 1024 per call), empty ones among them, sizes that cross batches.
+  std::vector<std::string> storage;
+  std::string expected;
+  for (int i = 0; i < 3000; ++i) {
+    storage.push_back(i % 7 == 0 ? std::string() : std::string(static_cast<size_t>(i % 13) * 37 + 1, 'a' + i % 26));
+    expected += storage.back();
+  }
+  const std::vector<std::string_view> pieces(storage.begin(), storage.end());
+  TempDir tmp;
+  const std::string path = tmp.file("pieces.bin");
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(traindx::write_pieces(fd, pieces), 0);
+  ::close(fd);
+  EXPECT_EQ(traindx::read_file(path), expected);
+
+  traindx::write_file_atomic(path, pieces);
+  EXPECT_EQ(traindx::read_file(path), expected);
+  traindx::write_file_atomic(path, std::vector<std::string_view>{});
+  EXPECT_EQ(traindx::read_file(path), "");
+  EXPECT_EQ(traindx::write_pieces(-1, pieces), EBADF);  // errors come back as errno, not as a crash
 }
 
 TEST(StoreRunDirTest, WriteFileAtomicReplacesAndLeavesNoTempFile) {

@@ -56,43 +56,18 @@ void fsync_paths(const std::vector<std::pair<std::string, bool>>& paths) {
 // half-written file is harmless, and save_checkpoint syncs all files together before the directory is renamed into
 // place. write_file_atomic would add a rename and a directory sync per file, which dominate small checkpoints.
 // Writeback starts right away (sync_file_range), so the disk works while the caller computes the next file.
-void write_unsynced(const std::string& path, std::string_view bytes) {
+void write_unsynced(const std::string& path, const std::vector<std::string_view>& pieces) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   TRAINDX_CHECK(fd >= 0, IoError, "cannot create '{}': {}", path, std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      TRAINDX_FAIL(IoError, "cannot write '{}': {}", path, std::strerror(err));
-    }
-    done += static_cast<size_t>(n);
+  if (const int err = write_pieces(fd, pieces); err != 0) {
+    ::close(fd);
+    TRAINDX_FAIL(IoError, "cannot write '{}': {}", path, std::strerror(err));
   }
 #ifdef __linux__
   // Start writeback now without waiting for it; the fsync later then mostly finds the data on its way.
   ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 #endif
   TRAINDX_CHECK(::close(fd) == 0, IoError, "cannot write '{}': {}", path, std::strerror(errno));
-}
-
-// The safetensors image write_safetensors would write for `tensors`; errors name `path`.
-std::string safetensors_image(const std::string& path, const std::vector<NamedTensor>& tensors) {
-  NamedRawTensors raw;
-  raw.reserve(tensors.size());
-  for (const auto& [name, t] : tensors) {
-    try {
-      raw.emplace_back(name, from_torch(t));
-    } catch (const CheckpointError& e) {
-      TRAINDX_FAIL(CheckpointError, "{}: tensor '{}': {}", path, name, e.what());
-    }
-  }
-  try {
-    return serialize_safetensors(raw);
-  } catch (const CheckpointError& e) {
-    TRAINDX_FAIL(CheckpointError, "{}: {}", path, e.what());
-  }
 }
 
 // The LibTorch type of a safetensors dtype name, from tensor_convert's table (safetensors_dtype).
@@ -481,7 +456,9 @@ std::string save_checkpoint(const std::string& root, Trainer& trainer, const Con
   // kernel starts writing each file back at once (write_unsynced), so the syncs below wait less.
   auto write_tensor_file = [&](const char* file, const std::vector<NamedTensor>& tensors) {
     const std::string path = tmp_dir + "/" + file;
-    write_unsynced(path, safetensors_image(path, tensors));
+    // Streamed from the tensors' memory: a joined file image cost two fresh buffers the size of the state
+    // (their page faults were most of a large save).
+    write_unsynced(path, safetensors_pieces(tensors, {}, path).views());
   };
   int64_t state_bytes = 0;
   for (const auto& [n, t] : model_tensors) state_bytes += t.numel() * static_cast<int64_t>(t.element_size());
@@ -527,7 +504,7 @@ std::string save_checkpoint(const std::string& root, Trainer& trainer, const Con
     layers.push_back({{"name", row.name}, {"type", row.type}, {"output_shape", row.output_shape}});
   manifest["model"] = {{"layers", layers},
                        {"parameters", model.parameter_count()},
-                       {"dtype", params.empty() ? "float32" : std::string(c10::toString(params.front().second.scalar_type()))},
+                       {"dtype", params.empty() ? "float32" : torch_dtype_name(params.front().second.scalar_type())},
                        {"training_mode_at_save", model.is_training()}};
   manifest["optimizer"] = {{"name", trainer.options().optimizer.name}, {"scalars", optimizer_scalars}};
   manifest["trainer"] = trainer_scalars(trainer);
@@ -545,7 +522,8 @@ std::string save_checkpoint(const std::string& root, Trainer& trainer, const Con
   manifest["extra"] = extra;
   manifest["tensors"] = tensor_hashes;
   manifest["manifest_hash"] = manifest_hash(manifest);
-  write_unsynced(tmp_dir + "/manifest.json", manifest.dump(2) + "\n");
+  const std::string manifest_text = manifest.dump(2) + "\n";
+  write_unsynced(tmp_dir + "/manifest.json", {manifest_text});
   // Every file's data and the directory's entries reach the disk before the directory is renamed into place.
   std::vector<std::pair<std::string, bool>> to_sync = {{tmp_dir + "/manifest.json", false}, {tmp_dir, true}};
   for (const char* file : kTensorFiles) to_sync.emplace_back(tmp_dir + "/" + file, false);
@@ -571,7 +549,8 @@ std::string save_checkpoint(const std::string& root, Trainer& trainer, const Con
   // `latest` replaced atomically, and only once the rename above is durable: the root's sync (which makes the
   // rename durable) and the new `latest` content's sync happen together, then `latest` is renamed into place.
   const std::string latest_tmp = fmt::format("{}/.latest.tmp-{}", root, ::getpid());
-  write_unsynced(latest_tmp, name + "\n");
+  const std::string latest_text = name + "\n";
+  write_unsynced(latest_tmp, {latest_text});
   fsync_paths({{root, true}, {latest_tmp, false}});
   fs::rename(latest_tmp, root + "/latest", ec);
   TRAINDX_CHECK(!ec, IoError, "cannot rename '{}' to '{}/latest': {}", latest_tmp, root, ec.message());

@@ -212,23 +212,32 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& sou
   return file;
 }
 
-std::string serialize_safetensors(const NamedRawTensors& tensors, const TensorMetadata& metadata) {
+SafetensorsHeader safetensors_header(const std::vector<TensorLayout>& tensors, const TensorMetadata& metadata) {
   std::set<std::string_view> names;
-  for (const auto& [name, tensor] : tensors) {
-    TRAINDX_CHECK(name != kMetadataKey, CheckpointError,
-                  "cannot write safetensors: '{}' is reserved for the metadata map, not a tensor name", name);
-    TRAINDX_CHECK(names.insert(name).second, CheckpointError, "cannot write safetensors: two tensors are named '{}'",
-                  name);
-    validate_raw_tensor(tensor, fmt::format("cannot write safetensors tensor '{}'", name));
+  for (const auto& t : tensors) {
+    TRAINDX_CHECK(t.name != kMetadataKey, CheckpointError,
+                  "cannot write safetensors: '{}' is reserved for the metadata map, not a tensor name", t.name);
+    TRAINDX_CHECK(names.insert(t.name).second, CheckpointError, "cannot write safetensors: two tensors are named '{}'",
+                  t.name);
+    const auto element = dtype_element_size(t.dtype);
+    TRAINDX_CHECK(element.has_value(), CheckpointError, "cannot write safetensors tensor '{}': unsupported dtype '{}'",
+                  t.name, t.dtype);
+    const auto count = element_count(t.shape);
+    TRAINDX_CHECK(count.has_value() && *count <= std::numeric_limits<uint64_t>::max() / *element, CheckpointError,
+                  "cannot write safetensors tensor '{}': a negative dimension or an element count that overflows",
+                  t.name);
+    TRAINDX_CHECK(*count * *element == t.size, CheckpointError,
+                  "cannot write safetensors tensor '{}': {} bytes for {} elements of {} ({} expected)", t.name, t.size,
+                  *count, t.dtype, *count * *element);
   }
 
-  std::vector<const std::pair<std::string, RawTensor>*> order;
-  order.reserve(tensors.size());
-  for (const auto& named : tensors) order.push_back(&named);
-  std::sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
-    const int ra = dtype_alignment_rank(a->second.dtype);
-    const int rb = dtype_alignment_rank(b->second.dtype);
-    return ra != rb ? ra > rb : a->first < b->first;
+  SafetensorsHeader out;
+  out.order.resize(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) out.order[i] = i;
+  std::sort(out.order.begin(), out.order.end(), [&](size_t a, size_t b) {
+    const int ra = dtype_alignment_rank(tensors[a].dtype);
+    const int rb = dtype_alignment_rank(tensors[b].dtype);
+    return ra != rb ? ra > rb : tensors[a].name < tensors[b].name;
   });
 
   // ordered_json keeps insertion order: __metadata__ first, then entries in data order, as the reference writes.
@@ -239,15 +248,16 @@ std::string serialize_safetensors(const NamedRawTensors& tensors, const TensorMe
     header[kMetadataKey] = std::move(meta);
   }
   uint64_t offset = 0;
-  for (const auto* named : order) {
-    const RawTensor& tensor = named->second;
+  for (const size_t i : out.order) {
+    const TensorLayout& tensor = tensors[i];
     nlohmann::ordered_json entry = nlohmann::ordered_json::object();
     entry["dtype"] = tensor.dtype;
     entry["shape"] = tensor.shape;
-    entry["data_offsets"] = {offset, offset + tensor.bytes.size()};
-    offset += tensor.bytes.size();
-    header[named->first] = std::move(entry);
+    entry["data_offsets"] = {offset, offset + tensor.size};
+    offset += tensor.size;
+    header[tensor.name] = std::move(entry);
   }
+  out.data_size = offset;
   std::string header_text;
   try {
     header_text = header.dump();
@@ -259,12 +269,24 @@ std::string serialize_safetensors(const NamedRawTensors& tensors, const TensorMe
   TRAINDX_CHECK(header_text.size() <= kSafetensorsMaxHeaderBytes, CheckpointError,
                 "cannot write safetensors: the header would be {} bytes, over the format's {}-byte limit",
                 header_text.size(), kSafetensorsMaxHeaderBytes);
+  out.bytes.reserve(8 + header_text.size());
+  append_u64_le(out.bytes, header_text.size());
+  out.bytes += header_text;
+  return out;
+}
 
+std::string serialize_safetensors(const NamedRawTensors& tensors, const TensorMetadata& metadata) {
+  std::vector<TensorLayout> layouts;
+  layouts.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    validate_raw_tensor(tensor, fmt::format("cannot write safetensors tensor '{}'", name));
+    layouts.push_back({name, tensor.dtype, tensor.shape, tensor.bytes.size()});
+  }
+  const SafetensorsHeader header = safetensors_header(layouts, metadata);
   std::string out;
-  out.reserve(8 + header_text.size() + static_cast<size_t>(offset));
-  append_u64_le(out, header_text.size());
-  out += header_text;
-  for (const auto* named : order) out += named->second.bytes;
+  out.reserve(header.bytes.size() + static_cast<size_t>(header.data_size));
+  out += header.bytes;
+  for (const size_t i : header.order) out += tensors[i].second.bytes;
   return out;
 }
 

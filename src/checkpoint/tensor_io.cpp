@@ -48,6 +48,22 @@ std::vector<int64_t> shape_of(const torch::Tensor& tensor) {
 
 }  // namespace
 
+std::string torch_dtype_name(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat32: return "float32";
+    case torch::kFloat64: return "float64";
+    case torch::kFloat16: return "float16";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kInt64: return "int64";
+    case torch::kInt32: return "int32";
+    case torch::kInt16: return "int16";
+    case torch::kInt8: return "int8";
+    case torch::kUInt8: return "uint8";
+    case torch::kBool: return "bool";
+    default: return c10::toString(type);
+  }
+}
+
 std::optional<std::string> safetensors_dtype(torch::ScalarType type) {
   for (const auto& d : kDtypes) {
     if (d.type == type) return std::string(d.name);
@@ -84,24 +100,47 @@ LoadedTensors read_safetensors(const std::string& path) {
   return loaded;
 }
 
-void write_safetensors(const std::string& path, const NamedTensors& tensors, const TensorMetadata& metadata) {
-  NamedRawTensors raw;
-  raw.reserve(tensors.size());
+std::vector<std::string_view> SafetensorsPieces::views() const {
+  std::vector<std::string_view> out;
+  out.reserve(1 + data.size());
+  out.emplace_back(header);
+  for (const auto& t : data)
+    out.emplace_back(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel()) * t.element_size());
+  return out;
+}
+
+SafetensorsPieces safetensors_pieces(const NamedTensors& tensors, const TensorMetadata& metadata,
+                                     const std::string& path) {
+  std::vector<torch::Tensor> dense;
+  std::vector<TensorLayout> layouts;
+  dense.reserve(tensors.size());
+  layouts.reserve(tensors.size());
   for (const auto& [name, tensor] : tensors) {
     try {
-      raw.emplace_back(name, from_torch(tensor));
+      dense.push_back(contiguous_cpu(tensor, "store"));
     } catch (const CheckpointError& e) {
       TRAINDX_FAIL(CheckpointError, "{}: tensor '{}': {}", path, name, e.what());
     }
+    const auto& t = dense.back();
+    layouts.push_back({name, *safetensors_dtype(t.scalar_type()), shape_of(t),
+                       static_cast<uint64_t>(t.numel()) * t.element_size()});
   }
-  std::string image;
+  SafetensorsPieces out;
   try {
-    image = serialize_safetensors(raw, metadata);
+    SafetensorsHeader header = safetensors_header(layouts, metadata);
+    out.header = std::move(header.bytes);
+    out.data.reserve(dense.size());
+    for (const size_t i : header.order) out.data.push_back(std::move(dense[i]));
   } catch (const CheckpointError& e) {
     TRAINDX_FAIL(CheckpointError, "{}: {}", path, e.what());
   }
-  raw.clear();  // the file image holds every byte now; halve peak memory before writing
-  write_file_atomic(path, image);
+  return out;
+}
+
+void write_safetensors(const std::string& path, const NamedTensors& tensors, const TensorMetadata& metadata) {
+  // Streamed from the tensors' memory: no file image, so peak memory stays at the tensors themselves.
+  const SafetensorsPieces pieces = safetensors_pieces(tensors, metadata, path);
+  write_file_atomic(path, pieces.views());
 }
 
 NamedTensors read_torch_state_dict(const std::string& path, const TorchLoadLimits& limits,

@@ -3,6 +3,8 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <dlfcn.h>
+#include <malloc.h>
 #include <sys/utsname.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -71,7 +73,27 @@ std::string cpu_capability() {
   return "unknown";
 }
 
+// OpenBLAS's thread-count controls, looked up at run time: libblas.so.3 is whichever BLAS Debian's alternatives
+// chose (OpenBLAS, BLIS, reference), so traindx cannot link against OpenBLAS's own symbols.
+using SetBlasThreads = void (*)(int);
+using GetBlasThreads = int (*)();
+
+SetBlasThreads openblas_set_threads() {
+  static const auto fn = reinterpret_cast<SetBlasThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  return fn;
+}
+
+GetBlasThreads openblas_get_threads() {
+  static const auto fn = reinterpret_cast<GetBlasThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return fn;
+}
+
 }  // namespace
+
+int blas_threads() {
+  const auto get = openblas_get_threads();
+  return get ? get() : 0;
+}
 
 const char* traindx_version() { return TRAINDX_VERSION; }
 const char* traindx_git_commit() { return TRAINDX_GIT_COMMIT; }
@@ -89,6 +111,7 @@ Json environment_fingerprint() {
   f["cpu_isa"] = cpu_isa_flags();
   f["aten_cpu_capability"] = cpu_capability();
   f["blas"] = loaded_blas();
+  f["blas_threads"] = blas_threads();
   f["mkldnn"] = at::hasMKLDNN();
   f["cuda_available"] = torch::cuda::is_available();
   f["threads"] = at::get_num_threads();
@@ -112,7 +135,25 @@ Json diff_fingerprints(const Json& a, const Json& b) {
 
 void apply_runtime_settings(int64_t threads, bool deterministic) {
   at::set_num_threads(static_cast<int>(threads));
+  // Debian's libopenblas0-pthread starts one worker per core whatever at::set_num_threads says, and idle workers
+  // spin in sched_yield between calls: with run.threads = 1 on 2 cores they took a core from everything else
+  // (the golden probe, the monitor's statistics, other processes). Matching them keeps run.threads the only knob.
+  if (const auto set = openblas_set_threads()) set(static_cast<int>(threads));
   at::globalContext().setDeterministicAlgorithms(deterministic, /*warn_only=*/false);
+}
+
+bool keep_freed_memory_for_reuse() {
+#ifdef M_MMAP_THRESHOLD
+  // glibc's dynamic thresholds hand a training step's large activation and gradient buffers back to the kernel
+  // when they are freed and fault them in again at the next step: 2.5M page faults in 200 steps of the Fashion-MNIST
+  // CNN, 15% of its step time (docs/benchmarks.md). Buffers up to 32 MB (glibc's maximum threshold) come from the
+  // heap instead, and up to 512 MB of freed heap is kept for the next step, as a caching allocator would.
+  const bool mmap_ok = ::mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+  const bool trim_ok = ::mallopt(M_TRIM_THRESHOLD, 512 << 20) == 1;
+  return mmap_ok && trim_ok;
+#else
+  return false;  // not glibc: its allocator decides
+#endif
 }
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }

@@ -1,11 +1,13 @@
 // Run directories and the files in them: creation, atomic writes, discovery and resolution of `runs show RUN`.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <ctime>
 #include <filesystem>
 #include <string>
@@ -150,7 +152,42 @@ std::string create_run_dir(const std::string& root_arg, const std::string& name,
                base, root);
 }
 
+int write_pieces(int fd, const std::vector<std::string_view>& pieces) {
+  // writev takes at most IOV_MAX buffers and may write less than asked: advance through the pieces by what it wrote.
+  std::vector<iovec> iov;
+  iov.reserve(std::min<size_t>(pieces.size(), IOV_MAX));
+  size_t next = 0;      // first piece not yet handed to writev
+  size_t consumed = 0;  // bytes of pieces[next] already written (a short write can stop mid-piece)
+  while (next < pieces.size()) {
+    iov.clear();
+    for (size_t i = next; i < pieces.size() && iov.size() < IOV_MAX; ++i) {
+      const size_t skip = i == next ? consumed : 0;
+      if (pieces[i].size() == skip) continue;
+      iov.push_back({const_cast<char*>(pieces[i].data() + skip), pieces[i].size() - skip});
+    }
+    if (iov.empty()) break;
+    const ssize_t n = ::writev(fd, iov.data(), static_cast<int>(iov.size()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;
+    auto left = static_cast<size_t>(n);
+    while (next < pieces.size() && left >= pieces[next].size() - consumed) {
+      left -= pieces[next].size() - consumed;
+      consumed = 0;
+      ++next;
+    }
+    consumed += left;
+  }
+  return 0;
+}
+
 void write_file_atomic(const std::string& path, const std::string& contents) {
+  write_file_atomic(path, std::vector<std::string_view>{contents});
+}
+
+void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces) {
   static std::atomic<unsigned> counter{0};
   const fs::path target(path);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
@@ -172,18 +209,7 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
     ::unlink(tmp.c_str());
     TRAINDX_FAIL(IoError, "cannot write {}: {}: {}{}", path, doing, errno_text(err), errno_hint(err));
   };
-  const char* data = contents.data();
-  size_t left = contents.size();
-  while (left > 0) {
-    const ssize_t n = ::write(fd, data, left);
-    if (n < 0) {
-      const int err = errno;
-      if (err == EINTR) continue;
-      fail("writing", err);
-    }
-    data += n;
-    left -= static_cast<size_t>(n);
-  }
+  if (const int err = write_pieces(fd, pieces); err != 0) fail("writing", err);
   // fsync before rename: otherwise a crash can leave the new name pointing at an empty file.
   if (::fsync(fd) != 0) {
     const int err = errno;

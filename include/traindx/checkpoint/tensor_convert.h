@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -32,12 +33,30 @@ RawTensor from_torch(const torch::Tensor& tensor);
 /// The safetensors dtype name of a torch dtype, or nullopt if traindx cannot store it.
 std::optional<std::string> safetensors_dtype(torch::ScalarType type);
 
+/// The name traindx's configs and manifests use for a dtype: "float32", "float64", "float16", "bfloat16",
+/// "int64", "int32", "int16", "int8", "uint8", "bool" (LibTorch's own name for others).
+std::string torch_dtype_name(torch::ScalarType type);
+
 /// Reads and validates a safetensors file. Throws IoError if `path` cannot be read, CheckpointError naming the
 /// path if it is malformed (see parse_safetensors_index).
 LoadedTensors read_safetensors(const std::string& path);
 
+/// A safetensors file ready to be written piece by piece: the header, then each tensor's bytes in data order,
+/// viewed in place. Contiguous CPU tensors are not copied; others are copied once, into `data`.
+struct SafetensorsPieces {
+  std::string header;              ///< length prefix and header (safetensors_header)
+  std::vector<torch::Tensor> data; ///< contiguous CPU tensors in data order; views() points into them
+  /// The file as byte ranges to write in order (valid while this object lives and the tensors are unchanged).
+  std::vector<std::string_view> views() const;
+};
+
+/// The pieces of the file serialize_safetensors would lay out for `tensors` and `metadata`, byte for byte.
+/// Throws CheckpointError naming `path` (used only in messages) and the tensor, as write_safetensors.
+SafetensorsPieces safetensors_pieces(const NamedTensors& tensors, const TensorMetadata& metadata = {},
+                                     const std::string& path = "safetensors");
+
 /// Writes tensors (any device, layout strided, any memory layout) and metadata as a safetensors file, exactly as
-/// serialize_safetensors lays it out, atomically: a temporary file in the same directory, fsync, rename, fsync of
+/// serialize_safetensors lays it out, streamed from the tensors' memory (no file image), atomically: a temporary file in the same directory, fsync, rename, fsync of
 /// the directory, so `path` holds either the old or the complete new file after a crash.
 /// Throws CheckpointError for tensors from_torch refuses or names serialize_safetensors refuses, IoError if the
 /// file cannot be written.

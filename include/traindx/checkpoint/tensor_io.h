@@ -89,6 +89,26 @@ SafetensorsIndex parse_safetensors_index(std::string_view bytes, const std::stri
 /// parse_safetensors_index plus a copy of each tensor's bytes. Throws as parse_safetensors_index.
 SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& source);
 
+/// What a safetensors header says of one tensor, before or without its bytes in memory.
+struct TensorLayout {
+  std::string name;
+  std::string dtype;  ///< a safetensors name listed at RawTensor
+  std::vector<int64_t> shape;
+  uint64_t size = 0;  ///< byte length: product(shape) * element size
+};
+
+/// The start of a safetensors file: the 8-byte length and the JSON header, then where each tensor goes.
+struct SafetensorsHeader {
+  std::string bytes;          ///< length prefix + padded header; the data section follows
+  std::vector<size_t> order;  ///< indices into the layouts, in data order
+  uint64_t data_size = 0;     ///< bytes of the data section
+};
+
+/// The header serialize_safetensors writes for tensors of these layouts, so that a writer can stream each tensor's
+/// bytes from wherever they are (in `order`) instead of copying them into one image first. Throws CheckpointError
+/// as serialize_safetensors, and for a size that does not match dtype and shape.
+SafetensorsHeader safetensors_header(const std::vector<TensorLayout>& tensors, const TensorMetadata& metadata = {});
+
 /// Serialises tensors and metadata to a safetensors file image laid out as the reference implementation lays it
 /// out, deterministically (equal inputs give equal bytes, whatever their order): tensors ordered by descending
 /// dtype alignment (the reference's I64 F64 F32 I32 BF16 F16 I16 I8 U8 BOOL) then by name, which keeps every

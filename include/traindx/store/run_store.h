@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -106,6 +107,14 @@ std::string create_run_dir(const std::string& root, const std::string& name, con
 /// Writes a file atomically: temporary file in the same directory, fsync, rename, fsync of the directory.
 /// Throws IoError naming the path.
 void write_file_atomic(const std::string& path, const std::string& contents);
+
+/// write_file_atomic for a file made of pieces (e.g. a header and tensor buffers), written in order with writev,
+/// without joining them in memory first.
+void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces);
+
+/// Writes the pieces one after another to `fd` (writev, retried after short writes and EINTR).
+/// Returns 0, or the errno of the failed write.
+int write_pieces(int fd, const std::vector<std::string_view>& pieces);
 
 /// Reads a whole file. Throws IoError naming the path.
 std::string read_file(const std::string& path);
