@@ -324,6 +324,9 @@ std::vector<RuleCase> rule_cases() {
                  return out;
                },
                Severity::Info});
+  c.push_back({"weight_update_ratio", "LayerRewrittenEachStep", true,
+               [] { return run_rule("weight_update_ratio", Hook::Detail, with_updates({1e-3, 2e-3, 8.0}), 50); },
+               Severity::Warning});
   c.push_back({"weight_update_ratio", "AllInBand", false,
                [] { return run_rule("weight_update_ratio", Hook::Detail, with_updates({1e-3, 2e-3, 5e-3}), 50); }});
   // poor_initialization: loss at init far from ln C; activation scale collapsing with depth.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
 #include <set>
@@ -410,12 +411,14 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
                       {"passed", row.passed}});
     charts["gradient_check"] = {{"rows", rows}};
     for (const auto& f : g.findings) add(f);
+    if (!g.skip_reason.empty()) return "skipped: " + g.skip_reason;
     int64_t failed = 0;
     for (const auto& row : g.rows) failed += row.passed ? 0 : 1;
     return fmt::format("{} parameter tensors checked by finite differences in double, {} failed", g.rows.size(), failed);
   });
 
   // ---- 4. overfit one batch ------------------------------------------------------------------------------------
+  bool overfit_passed = false;
   run_check("overfit_one_batch", "Overfit one batch", [&](Json& d) -> Json {
     const auto [x, y] = batch_of(budget.overfit_batch);
     const std::string optimizer = config.get_string("train.optimizer");
@@ -423,25 +426,53 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
     const int64_t steps = budget.overfit_steps;
     std::vector<OverfitAttempt> attempts;
     attempts.push_back(overfit_attempt(config, data, x, y, "as configured", optimizer, lr, steps));
-    const OverfitAttempt& first = attempts.front();
+    // A copy: the attempts below grow the vector, which would leave a reference dangling.
+    const OverfitAttempt first = attempts.front();
     std::string verdict;
     if (!first.success) {
       // Which of learning rate, optimizer, architecture or data is at fault: change one thing at a time.
       if (first.diverged) {
         for (double f : {0.1, 0.01, 0.001}) {
-          attempts.push_back(overfit_attempt(config, data, x, y, fmt::format("lr x{}", f), optimizer, lr * f, steps));
+          attempts.push_back(overfit_attempt(config, data, x, y, fmt::format("lr x{:g}", f), optimizer, lr * f, steps));
           if (attempts.back().success) break;
         }
       } else {
-        for (double f : {10.0, 100.0}) {
-          attempts.push_back(overfit_attempt(config, data, x, y, fmt::format("lr x{}", f), optimizer, lr * f, steps));
-          if (attempts.back().success) break;
+        // Too slow, or bouncing without diverging: higher rates first (stopping once one diverges), then lower.
+        bool done = false;
+        for (double f : {10.0, 100.0, 1e3, 1e4, 1e5}) {
+          if (lr * f > 10.0) break;
+          attempts.push_back(overfit_attempt(config, data, x, y, fmt::format("lr x{:g}", f), optimizer, lr * f, steps));
+          done = attempts.back().success;
+          if (done || attempts.back().diverged) break;
+        }
+        for (double f : {0.1, 0.01}) {
+          if (done) break;
+          attempts.push_back(overfit_attempt(config, data, x, y, fmt::format("lr x{:g}", f), optimizer, lr * f, steps));
+          done = attempts.back().success;
         }
       }
       if (!attempts.back().success)
         attempts.push_back(overfit_attempt(config, data, x, y, "adam lr 1e-3", "adam", 1e-3, steps));
       const OverfitAttempt& fixed = attempts.back();
+      // A structural problem the earlier checks measured (gradients vanishing or exploding, dead, saturated or
+      // identical units, a broken initialisation) and a model that cannot fit one batch: the first is the likely
+      // cause of the second, so it becomes critical and ranks first (critical findings rank by check order).
+      static const std::set<std::string> kStructural = {"vanishing_gradient", "exploding_gradient", "dead_relu",
+                                                        "saturated_activation", "symmetric_weights",
+                                                        "poor_initialization", "nan_or_inf"};
+      std::string structural_cause;
+      for (auto& r : findings) {
+        if (!kStructural.count(r.finding.rule) || r.finding.severity == Severity::Info) continue;
+        if (structural_cause.empty())
+          structural_cause = r.finding.layer.empty() ? r.finding.rule : r.finding.rule + " at " + r.finding.layer;
+        if (r.finding.severity != Severity::Critical) {
+          r.finding.severity = Severity::Critical;
+          r.finding.message += " — and the model cannot overfit one batch, so this blocks learning";
+          r.finding.evidence["escalated_by"] = "overfit_one_batch";
+        }
+      }
       Json evidence = {{"attempts", Json::array()}, {"batch_size", x.size(0)}, {"steps", steps}};
+      if (!structural_cause.empty()) evidence["likely_cause"] = structural_cause;
       for (const auto& a : attempts) evidence["attempts"].push_back(a.to_json());
       if (fixed.success && fixed.optimizer == optimizer && fixed.lr < lr) {
         verdict = "learning rate too high";
@@ -480,9 +511,12 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
           verdict = "architecture";
           add(make_finding("overfit_one_batch", Severity::Critical, -1, "",
                            fmt::format("the model cannot overfit one batch of {} examples in {} steps with any learning "
-                                       "rate or optimizer tried (best loss {:.3g}): the architecture or its "
-                                       "initialisation cannot represent the batch",
-                                       x.size(0), steps, fixed.final_loss),
+                                       "rate or optimizer tried (best loss {:.3g}): {}",
+                                       x.size(0), steps, fixed.final_loss,
+                                       structural_cause.empty()
+                                           ? std::string("the architecture or its initialisation cannot represent "
+                                                         "the batch")
+                                           : "most likely because of " + structural_cause + " (ranked above)"),
                            evidence,
                            {"a bottleneck too narrow (e.g. a layer of 1-2 units)", "symmetric or zero initialisation",
                             "dead or saturated activations", "a wrong loss for the task"},
@@ -495,6 +529,7 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
     d["attempts"] = Json::array();
     for (const auto& a : attempts) d["attempts"].push_back(a.to_json());
     d["losses"] = first.losses;
+    overfit_passed = first.success;
     return first.success ? fmt::format("fits one batch of {}: loss {:.3g} -> {:.3g} in {} steps", x.size(0),
                                        first.initial_loss, first.final_loss, steps)
                          : fmt::format("cannot fit one batch of {} (loss {:.3g} -> {:.3g}); most likely: {}", x.size(0),
@@ -521,7 +556,17 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
                           {"suggestion", r.has_suggestion() ? Json(r.suggestion) : Json()},
                           {"rule", r.rule},
                           {"alternatives", alternatives}};
-    for (const auto& f : r.findings) add(f);
+    for (Finding f : r.findings) {
+      if (f.rule == "lr_range_no_descent" && overfit_passed) {
+        // The model can memorise a batch but no rate makes the loss fall on the data: the labels, not the model.
+        f.message += "; yet the model can fit one batch, so the labels most likely do not follow from the inputs";
+        f.causes = {"labels unrelated to the inputs (shuffled, misaligned or wrongly joined labels)",
+                    "the model is already at a minimum (a trained checkpoint)"};
+        f.fixes = {"check that each label belongs to its input (print a few examples with their labels)",
+                   "check the join or ordering between input and label files"};
+      }
+      add(f);
+    }
     if (!r.has_suggestion()) return std::string("no suggestion: the loss did not fall at any rate of the sweep");
     return fmt::format("suggested lr {:.3g} ({}); configured {:.3g}", r.suggestion, r.rule,
                        config.get_double("train.lr"));
@@ -542,16 +587,20 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
     };
     auto [a, la] = run_k(config);
     auto [b, lb] = run_k(config);
+    // Bitwise, not by value: a run that went NaN is still deterministic if it went NaN the same way.
+    auto bits = [](const torch::Tensor& t) { return t.detach().contiguous().reshape({-1}).view(torch::kByte); };
     std::string first_param;
-    for (size_t i = 0; i < a->model().named_parameters().size(); ++i) {
-      const auto& pa = a->model().named_parameters()[i];
-      const auto& pb = b->model().named_parameters()[i];
-      if (!torch::equal(pa.second, pb.second)) {
-        first_param = pa.first;
+    const auto params_a = a->model().named_parameters();
+    const auto params_b = b->model().named_parameters();
+    for (size_t i = 0; i < params_a.size() && i < params_b.size(); ++i) {
+      if (!torch::equal(bits(params_a[i].second), bits(params_b[i].second))) {
+        first_param = params_a[i].first;
         break;
       }
     }
-    const bool same = la == lb && first_param.empty();
+    const bool same_losses =
+        la.size() == lb.size() && (la.empty() || std::memcmp(la.data(), lb.data(), la.size() * sizeof(double)) == 0);
+    const bool same = same_losses && first_param.empty();
     d["same_process_bitwise"] = same;
     d["steps"] = budget.determinism_steps;
     if (!same) {
@@ -594,6 +643,9 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
     const int64_t steps = budget.train_steps;
     c.set_value("train.max_steps", steps, "doctor");
     c.set_value("train.eval_every", std::max<int64_t>(10, steps / (options.quick ? 4 : 8)), "doctor");
+    // Curves for a diagnosis need a few thousand validation examples, not every one at every point.
+    if (c.get_int("train.eval_examples") == 0 || c.get_int("train.eval_examples") > 2000)
+      c.set_value("train.eval_examples", 2000, "doctor");
     // The final evaluation covers the test split: a sample of it is enough for a diagnosis.
     if (c.get_int("data.max_test") == 0 || c.get_int("data.max_test") > 2000) c.set_value("data.max_test", 2000, "doctor");
     c.set_value("checkpoint.at_end", false, "doctor");

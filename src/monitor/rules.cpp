@@ -490,7 +490,8 @@ class WeightUpdateRatioRule : public Rule {
       const double u = l.update_to_weight;
       if (u > 0 && u >= o.update_ratio_low && u <= o.update_ratio_high) continue;
       if (u == 0) continue;  // unchanged_parameter reports it
-      out.push_back(make(id(), Severity::Info, step, name,
+      // Moving by more than its own norm in one step, the layer is rewritten rather than trained: worth a warning.
+      out.push_back(make(id(), u > 1.0 ? Severity::Warning : Severity::Info, step, name,
                          fmt::format("layer {} updates {:.3g} of its weights per step while the median layer "
                                      "updates {:.3g}",
                                      name, u, *med),

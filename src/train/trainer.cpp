@@ -18,7 +18,9 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 // Final train metrics are measured on at most this many training examples: enough for a stable train/val gap,
 // cheap next to training itself.
 constexpr int64_t kTrainEvalExamples = 10000;
-constexpr int64_t kEvalBatch = 1000;
+// Evaluation batch: 1000 images made the CNN's feature maps 100 MB per layer, and evaluation ran at 0.27 ms per
+// example against 0.14-0.15 at 128-256 (memory traffic and page faults, not arithmetic).
+constexpr int64_t kEvalBatch = 256;
 
 Scalars flat_scalars(const Json& metrics, const std::string& prefix) {
   Scalars out;
@@ -43,6 +45,7 @@ TrainOptions TrainOptions::from_config(const Config& c) {
   o.clip_grad_value = c.get_double("train.clip_grad_value");
   o.huber_delta = c.get_double("train.huber_delta");
   o.eval_every = c.get_int("train.eval_every");
+  o.eval_examples = c.get_int("train.eval_examples");
   o.early_stopping_metric = c.get_string("train.early_stopping_metric");
   o.early_stopping_patience = c.get_int("train.early_stopping_patience");
   o.early_stopping_min_delta = c.get_double("train.early_stopping_min_delta");
@@ -239,7 +242,15 @@ Json Trainer::evaluate(const torch::Tensor& x, const torch::Tensor& y) {
 
 bool Trainer::evaluate_and_maybe_stop(int64_t step) {
   if (!data_.val_x.defined() || data_.val_x.size(0) == 0) return false;
-  Json metrics = evaluate(data_.val_x, data_.val_y);
+  const int64_t size = data_.val_x.size(0);
+  Json metrics;
+  if (options_.eval_examples > 0 && options_.eval_examples < size) {
+    // Evenly spaced through the split, which is in file order: a CSV sorted by class keeps its proportions.
+    const auto index = (torch::arange(options_.eval_examples, torch::kLong) * size).div(options_.eval_examples, "floor");
+    metrics = evaluate(data_.val_x.index_select(0, index), data_.val_y.index_select(0, index));
+  } else {
+    metrics = evaluate(data_.val_x, data_.val_y);
+  }
   Json prefixed = Json::object();
   for (auto it = metrics.begin(); it != metrics.end(); ++it) prefixed["val_" + it.key()] = it.value();
   last_val_metrics_ = metrics;

@@ -57,8 +57,9 @@
 ///                                 median u_l < 1e-4; not when some layer's gradient is below vanishing_grad_norm
 ///                                 (then the updates are small because the gradients are, and a higher rate would
 ///                                 not help: vanishing_gradient / unchanged_parameter / dead_relu say why).
-/// weight_update_ratio (info)      one layer's u_l outside [update_ratio_low, update_ratio_high] while the median
-///                                 is inside: that layer learns at a very different speed from the rest.
+/// weight_update_ratio (info;      one layer's u_l outside [update_ratio_low, update_ratio_high] while the median
+///   warning when u_l > 1)         is inside: that layer learns at a very different speed from the rest. Above 1 it
+///                                 moves by more than its own norm in one step: rewritten rather than trained.
 /// poor_initialization (warning)   classification with C >= 2: |L_0 - ln C| / ln C > init_loss_tolerance (0.5) — a
 ///                                 fresh classifier should be near-uniform (Karpathy, "A recipe for training neural
 ///                                 networks": verify loss @ init); or at the first capture the activation std of

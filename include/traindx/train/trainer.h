@@ -30,6 +30,7 @@ struct TrainOptions {
   double clip_grad_norm = 0.0, clip_grad_value = 0.0;
   double huber_delta = 1.0;
   int64_t eval_every = 0;  ///< 0 = at each epoch end
+  int64_t eval_examples = 0;  ///< mid-run evaluations on N evenly spaced validation examples (0 = all)
   std::string early_stopping_metric;  ///< empty = off
   int64_t early_stopping_patience = 3;
   double early_stopping_min_delta = 0.0;
