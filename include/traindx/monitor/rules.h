@@ -52,7 +52,8 @@
 ///                                 model changing between steps; under a stable model the ratio is 1 +- 1/sqrt(2w).
 /// lr_too_high (warning; critical  median over layers of u_l > update_ratio_high (0.1; Karpathy's rule of thumb
 ///   when > 10x the threshold or   puts healthy updates near 1e-3 of the weights), or the loss diverges or
-///   with divergence)              oscillates while u_l > 0.01. u_l is |dW_l| over |W_l| before the step.
+///   with divergence)              oscillates while u_l > 0.01. u_l is |dW_l| over |W_l| before the step,
+///                                 over the layer's weight matrices/kernels (all parameters when it has none).
 /// lr_too_low (warning)            median u_l < update_ratio_low (1e-6), or the loss does not decrease while
 ///                                 median u_l < 1e-4; not when some layer's gradient is below vanishing_grad_norm
 ///                                 (then the updates are small because the gradients are, and a higher rate would
