@@ -26,19 +26,22 @@ std::optional<uint64_t> element_count(const std::vector<int64_t>& shape) {
   return count;
 }
 
-void validate_raw_tensor(const RawTensor& tensor, const std::string& what) {
-  const auto element_size = dtype_element_size(tensor.dtype);
+void validate_tensor_layout(const std::string& dtype, const std::vector<int64_t>& shape, uint64_t size,
+                            const std::string& what) {
+  const auto element_size = dtype_element_size(dtype);
   TRAINDX_CHECK(element_size.has_value(), CheckpointError,
-                "{}: unsupported dtype '{}' (traindx supports F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)", what,
-                tensor.dtype);
-  const auto count = element_count(tensor.shape);
+                "{}: unsupported dtype '{}' (traindx supports F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)", what, dtype);
+  const auto count = element_count(shape);
   TRAINDX_CHECK(count.has_value(), CheckpointError,
                 "{}: shape [{}] has a negative dimension or more elements than fit in int64", what,
-                fmt::join(tensor.shape, ", "));
-  TRAINDX_CHECK(*count <= std::numeric_limits<uint64_t>::max() / *element_size &&
-                    tensor.bytes.size() == *count * *element_size,
-                CheckpointError, "{}: holds {} bytes but {} [{}] needs {} elements x {} bytes", what,
-                tensor.bytes.size(), tensor.dtype, fmt::join(tensor.shape, ", "), *count, *element_size);
+                fmt::join(shape, ", "));
+  TRAINDX_CHECK(*count <= std::numeric_limits<uint64_t>::max() / *element_size && size == *count * *element_size,
+                CheckpointError, "{}: holds {} bytes but {} [{}] needs {} elements x {} bytes", what, size, dtype,
+                fmt::join(shape, ", "), *count, *element_size);
+}
+
+void validate_raw_tensor(const RawTensor& tensor, const std::string& what) {
+  validate_tensor_layout(tensor.dtype, tensor.shape, tensor.bytes.size(), what);
   if (tensor.dtype == "BOOL") {
     for (size_t i = 0; i < tensor.bytes.size(); ++i) {
       const auto byte = static_cast<unsigned char>(tensor.bytes[i]);

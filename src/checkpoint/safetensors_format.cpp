@@ -219,16 +219,7 @@ SafetensorsHeader safetensors_header(const std::vector<TensorLayout>& tensors, c
                   "cannot write safetensors: '{}' is reserved for the metadata map, not a tensor name", t.name);
     TRAINDX_CHECK(names.insert(t.name).second, CheckpointError, "cannot write safetensors: two tensors are named '{}'",
                   t.name);
-    const auto element = dtype_element_size(t.dtype);
-    TRAINDX_CHECK(element.has_value(), CheckpointError, "cannot write safetensors tensor '{}': unsupported dtype '{}'",
-                  t.name, t.dtype);
-    const auto count = element_count(t.shape);
-    TRAINDX_CHECK(count.has_value() && *count <= std::numeric_limits<uint64_t>::max() / *element, CheckpointError,
-                  "cannot write safetensors tensor '{}': a negative dimension or an element count that overflows",
-                  t.name);
-    TRAINDX_CHECK(*count * *element == t.size, CheckpointError,
-                  "cannot write safetensors tensor '{}': {} bytes for {} elements of {} ({} expected)", t.name, t.size,
-                  *count, t.dtype, *count * *element);
+    validate_tensor_layout(t.dtype, t.shape, t.size, fmt::format("cannot write safetensors tensor '{}'", t.name));
   }
 
   SafetensorsHeader out;

@@ -159,6 +159,13 @@ NamedTensors read_torch_state_dict(const std::string& path, const TorchLoadLimit
   return out;
 }
 
+bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  const torch::Tensor ca = a.detach().cpu().contiguous();
+  const torch::Tensor cb = b.detach().cpu().contiguous();
+  return std::memcmp(ca.data_ptr(), cb.data_ptr(), static_cast<size_t>(ca.numel()) * ca.element_size()) == 0;
+}
+
 std::string hash_tensor(const torch::Tensor& tensor) {
   const torch::Tensor dense = contiguous_cpu(tensor, "hash");
   TensorHasher hasher(*safetensors_dtype(dense.scalar_type()), shape_of(dense));

@@ -98,13 +98,6 @@ bool is_bookkeeping_key(const std::string& key) {
   return keys.count(key) > 0;
 }
 
-bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  const torch::Tensor ca = a.contiguous();
-  const torch::Tensor cb = b.contiguous();
-  return std::memcmp(ca.data_ptr(), cb.data_ptr(), static_cast<size_t>(tensor_bytes(ca))) == 0;
-}
-
 TensorDifference compare_named(const std::string& file, const std::string& name, const torch::Tensor& a,
                                const torch::Tensor& b) {
   TensorDifference d;

@@ -13,6 +13,7 @@
 
 #include "traindx/checkpoint/checkpoint.h"
 #include "traindx/checkpoint/investigate.h"
+#include "traindx/checkpoint/tensor_convert.h"
 #include "traindx/checkpoint/tensor_io.h"
 #include "traindx/core/environment.h"
 #include "traindx/core/error.h"
@@ -43,21 +44,6 @@ struct Ranked {
   size_t check;
   Finding finding;
 };
-
-Finding make_finding(const std::string& rule, Severity sev, int64_t step, std::string layer, std::string message,
-                     Json evidence, std::vector<std::string> causes, std::vector<std::string> fixes) {
-  Finding f;
-  f.rule = rule;
-  f.severity = sev;
-  f.step = step;
-  f.last_step = step;
-  f.layer = std::move(layer);
-  f.message = std::move(message);
-  f.evidence = std::move(evidence);
-  f.causes = std::move(causes);
-  f.fixes = std::move(fixes);
-  return f;
-}
 
 std::shared_ptr<Model> fresh_model(const Config& config, const DataInfo& info) {
   const ModelOptions mo = ModelOptions::from_config(config);
@@ -588,12 +574,11 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
     auto [a, la] = run_k(config);
     auto [b, lb] = run_k(config);
     // Bitwise, not by value: a run that went NaN is still deterministic if it went NaN the same way.
-    auto bits = [](const torch::Tensor& t) { return t.detach().contiguous().reshape({-1}).view(torch::kByte); };
     std::string first_param;
     const auto params_a = a->model().named_parameters();
     const auto params_b = b->model().named_parameters();
     for (size_t i = 0; i < params_a.size() && i < params_b.size(); ++i) {
-      if (!torch::equal(bits(params_a[i].second), bits(params_b[i].second))) {
+      if (!same_bits(params_a[i].second, params_b[i].second)) {
         first_param = params_a[i].first;
         break;
       }

@@ -397,17 +397,14 @@ GradcheckResult gradient_check(Model& model, const torch::Tensor& inputs, const 
                           "of ~{:.2g} in float64, above atol {:g}, so rounding alone would fail entries",
                           result.loss, options.eps, rounding, options.atol)
             : fmt::format("the loss on the check batch is {} even in float64", result.loss);
-    Finding f;
-    f.rule = "gradient_check_skipped";
-    f.severity = Severity::Warning;
-    f.message = "the gradient check could not run: " + result.skip_reason;
-    f.evidence = {{"loss", number(result.loss)}, {"batch_size", b}, {"eps", options.eps}, {"atol", options.atol},
-                  {"round_off", number(rounding)}};
-    f.causes = {"weights, activations or outputs of enormous scale (initialisation far too large, unnormalised "
-                "inputs or regression targets)",
-                "non-finite values in the data"};
-    f.fixes = {"fix the scale first (the doctor's data and initialisation checks say where), then rerun the check"};
-    result.findings.push_back(f);
+    result.findings.push_back(make_finding(
+        "gradient_check_skipped", Severity::Warning, -1, "", "the gradient check could not run: " + result.skip_reason,
+        {{"loss", number(result.loss)}, {"batch_size", b}, {"eps", options.eps}, {"atol", options.atol},
+         {"round_off", number(rounding)}},
+        {"weights, activations or outputs of enormous scale (initialisation far too large, unnormalised inputs or "
+         "regression targets)",
+         "non-finite values in the data"},
+        {"fix the scale first (the doctor's data and initialisation checks say where), then rerun the check"}));
     result.passed = false;
     result.seconds = seconds_since(start);
     return result;

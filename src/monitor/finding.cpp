@@ -30,6 +30,21 @@ Json Finding::to_json() const {
           {"causes", causes},   {"fixes", fixes}};
 }
 
+Finding make_finding(std::string rule, Severity severity, int64_t step, std::string layer, std::string message,
+                     Json evidence, std::vector<std::string> causes, std::vector<std::string> fixes) {
+  Finding f;
+  f.rule = std::move(rule);
+  f.severity = severity;
+  f.step = step;
+  f.last_step = step;
+  f.layer = std::move(layer);
+  f.message = std::move(message);
+  f.evidence = std::move(evidence);
+  f.causes = std::move(causes);
+  f.fixes = std::move(fixes);
+  return f;
+}
+
 Finding Finding::from_json(const Json& d) {
   Finding f;
   f.rule = d.at("rule").get<std::string>();

@@ -293,17 +293,13 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
     // The ratio is taken over a layer's weight matrices (or kernels) when it has any: its bias is often the larger
     // vector at initialisation and hid a weight matrix moving 10x its own norm per step behind a ratio of 0.15.
     // Layers without one (norm scales and shifts) use all their parameters.
-    std::map<std::string, double> update_sq, matrix_update_sq, matrix_weight_sq;
+    std::map<std::string, double> update_sq, matrix_update_sq;
     for (size_t i = 0; i < parameters_.size() && i < before_step_.size(); ++i) {
       const auto& [name, p] = parameters_[i];
       const std::string layer = layer_of(name);
       const auto [update, bad] = checked_norm(p.detach() - before_step_[i]);
       update_sq[layer] += update * update;
-      if (p.dim() >= 2) {
-        const double before = checked_norm(before_step_[i]).first;
-        matrix_update_sq[layer] += update * update;
-        matrix_weight_sq[layer] += before * before;
-      }
+      if (p.dim() >= 2) matrix_update_sq[layer] += update * update;
       // Finite weights plus a finite update stay finite; only a non-finite update needs the weights recounted.
       if (bad > 0) state_.layers[layer].param_nonfinite = checked_norm(p.detach()).second;
       state_.param_change[name] =
@@ -312,14 +308,14 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
     for (const auto& [layer, sq] : update_sq) {
       LayerStats& s = state_.layers[layer];
       if (s.step != step) continue;
-      const auto matrix = matrix_weight_sq.find(layer);
-      s.update_to_weight = matrix != matrix_weight_sq.end()
-                               ? std::sqrt(matrix_update_sq[layer]) / (std::sqrt(matrix->second) + 1e-12)
-                               : std::sqrt(sq) / (s.weight_norm + 1e-12);
+      // Against the norms measured after backward, before the step.
+      s.update_to_weight = std::isnan(s.matrix_weight_norm)
+                               ? std::sqrt(sq) / (s.weight_norm + 1e-12)
+                               : std::sqrt(matrix_update_sq[layer]) / (s.matrix_weight_norm + 1e-12);
     }
     return;
   }
-  std::map<std::string, double> weight_sq, grad_sq;  // layer -> sum of squares
+  std::map<std::string, double> weight_sq, matrix_sq, grad_sq;  // layer -> sum of squares
   for (const auto& [name, p] : parameters_) {
     const std::string layer = layer_of(name);
     LayerStats& s = state_.layers[layer];
@@ -342,6 +338,7 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
     const auto [weight, bad_weights] = checked_norm(p.detach());
     s.param_nonfinite += bad_weights;
     weight_sq[layer] += weight * weight;
+    if (p.dim() >= 2) matrix_sq[layer] += weight * weight;
     if (p.grad().defined()) {
       const auto [grad, bad_grads] = checked_norm(p.grad().detach());
       s.grad_nonfinite += bad_grads;
@@ -355,6 +352,8 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
   for (auto& [layer, w] : weight_sq) {
     LayerStats& s = state_.layers[layer];
     s.weight_norm = std::sqrt(w);
+    const auto matrix = matrix_sq.find(layer);
+    s.matrix_weight_norm = matrix == matrix_sq.end() ? NAN : std::sqrt(matrix->second);
     if (grad_sq.count(layer)) {
       s.grad_norm = std::sqrt(grad_sq[layer]);
       s.grad_to_weight = s.grad_norm / (s.weight_norm + 1e-12);

@@ -12,21 +12,6 @@
 namespace traindx {
 namespace {
 
-Finding make(const char* rule, Severity sev, int64_t step, std::string layer, std::string message, Json evidence,
-             std::vector<std::string> causes, std::vector<std::string> fixes) {
-  Finding f;
-  f.rule = rule;
-  f.severity = sev;
-  f.step = step;
-  f.last_step = step;
-  f.layer = std::move(layer);
-  f.message = std::move(message);
-  f.evidence = std::move(evidence);
-  f.causes = std::move(causes);
-  f.fixes = std::move(fixes);
-  return f;
-}
-
 double median(std::vector<double> v) {
   if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());
@@ -194,7 +179,7 @@ class NanOrInfRule : public Rule {
       if (it == s.layers.end() || it->second.step != step) continue;
       const LayerStats& l = it->second;
       if (l.act_nonfinite > 0 || l.param_nonfinite > 0) {
-        out.push_back(make(id(), Severity::Critical, step, layer,
+        out.push_back(make_finding(id(), Severity::Critical, step, layer,
                            fmt::format("layer {} has {} non-finite outputs and {} non-finite parameters at step {}",
                                        layer, l.act_nonfinite, l.param_nonfinite, step),
                            {{"act_nonfinite", l.act_nonfinite}, {"param_nonfinite", l.param_nonfinite}},
@@ -220,7 +205,7 @@ class ExplodingGradientRule : public Rule {
     const bool absolute = g > o.exploding_grad_norm;
     const bool growth = s.grad_norms.size() > 10 && base > 0 && g > o.exploding_growth * base;
     if (!absolute && !growth) return;
-    out.push_back(make(
+    out.push_back(make_finding(
         id(), Severity::Warning, step, "",
         absolute ? fmt::format("global gradient norm {:.3g} at step {} exceeds {:.3g}", g, step, o.exploding_grad_norm)
                  : fmt::format("global gradient norm {:.3g} at step {} is {:.0f}x its early median {:.3g}", g, step,
@@ -254,7 +239,7 @@ class VanishingGradientRule : public Rule {
     for (const LayerStats* l : with_grads) {
       // Exactly zero is no gradient path at all (dead units, a detached branch): unchanged_parameter's case.
       if (l->grad_norm < o.vanishing_grad_norm && l->grad_norm > 0 && l->weight_norm > 0) {
-        out.push_back(make(id(), Severity::Warning, step, l->layer,
+        out.push_back(make_finding(id(), Severity::Warning, step, l->layer,
                            fmt::format("layer {} has gradient norm {:.3g} < {:.3g} at step {}", l->layer,
                                        l->grad_norm, o.vanishing_grad_norm, step),
                            {{"grad_norm", l->grad_norm}, {"threshold", o.vanishing_grad_norm}},
@@ -270,7 +255,7 @@ class VanishingGradientRule : public Rule {
       if (last->grad_to_weight > 0 && first->grad_to_weight > 0) {
         const double ratio = first->grad_to_weight / last->grad_to_weight;
         if (ratio < o.vanishing_depth_ratio) {
-          out.push_back(make(
+          out.push_back(make_finding(
               id(), Severity::Warning, step, first->layer,
               fmt::format("gradients shrink {:.3g}x from {} (last) to {} (first) at step {}", 1.0 / ratio,
                           last->layer, first->layer, step),
@@ -295,7 +280,7 @@ class DeadReluRule : public Rule {
       if (l.step != step || l.type != "relu" || std::isnan(l.act_dead_units)) continue;
       if (l.act_dead_units <= o.dead_fraction) continue;
       const bool all = l.act_dead_units >= 1.0;
-      out.push_back(make(id(), all ? Severity::Critical : Severity::Warning, step, name,
+      out.push_back(make_finding(id(), all ? Severity::Critical : Severity::Warning, step, name,
                          fmt::format("{:.0f}% of the units of {} output 0 for the whole batch at step {}",
                                      100 * l.act_dead_units, name, step),
                          {{"dead_unit_fraction", l.act_dead_units}, {"zero_fraction", l.act_zero_fraction},
@@ -316,7 +301,7 @@ class SaturatedActivationRule : public Rule {
     for (const auto& [name, l] : s.layers) {
       if (l.step != step || std::isnan(l.act_saturated_fraction)) continue;
       if (l.act_saturated_fraction <= o.saturation_fraction) continue;
-      out.push_back(make(id(), Severity::Warning, step, name,
+      out.push_back(make_finding(id(), Severity::Warning, step, name,
                          fmt::format("{:.0f}% of the {} outputs of {} sit within 1% of their bounds at step {}",
                                      100 * l.act_saturated_fraction, l.type, name, step),
                          {{"saturated_fraction", l.act_saturated_fraction}, {"threshold", o.saturation_fraction},
@@ -378,7 +363,7 @@ class LossNotDecreasingRule : public Rule {
              : fmt::format("after {} steps the loss (mean {:.4g} over the last {}) is no lower than {:.4g}, the loss "
                            "of predicting the class frequencies without looking at the inputs",
                            s.steps_seen, recent, o.loss_window, *entropy);
-    out.push_back(make(id(), Severity::Warning, step, "", message,
+    out.push_back(make_finding(id(), Severity::Warning, step, "", message,
                        {{"recent_mean", recent}, {"first_window_mean", first}, {"window", o.loss_window},
                         {"min_improvement", o.loss_min_improvement},
                         {"label_entropy", entropy ? Json(*entropy) : Json()}},
@@ -392,7 +377,7 @@ class LossDivergingRule : public Rule {
   void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
     if (!loss_diverging(s, o)) return;
     const double last = recent_mean(s, 10);
-    out.push_back(make(id(), Severity::Critical, step, "",
+    out.push_back(make_finding(id(), Severity::Critical, step, "",
                        fmt::format("the loss is diverging: mean {:.4g} over the last 10 steps, above {}x its best "
                                    "and above the start ({:.4g}) at step {}",
                                    last, o.divergence_factor, s.initial_loss.value_or(NAN), step),
@@ -412,7 +397,7 @@ class LossOscillatingRule : public Rule {
     if (s.steps_seen % (o.loss_window / 2) != 0) return;
     const Oscillation r = oscillation(s, o);
     if (!r.present) return;
-    out.push_back(make(id(), Severity::Warning, step, "",
+    out.push_back(make_finding(id(), Severity::Warning, step, "",
                        std::isnan(r.sampling_std)
                            ? fmt::format("the loss oscillates: it scatters {:.2f}x its mean ({:.4g}) around its trend "
                                          "over the last {} steps",
@@ -441,7 +426,7 @@ class LrTooHighRule : public Rule {
     const bool ratio_high = *u > o.update_ratio_high;
     if (!ratio_high && !((diverging || oscillating) && *u > 0.01)) return;
     const Severity sev = (*u > 10 * o.update_ratio_high || diverging) ? Severity::Critical : Severity::Warning;
-    out.push_back(make(
+    out.push_back(make_finding(
         id(), sev, step, "",
         fmt::format("updates are {:.3g} of the weights per step (median over layers; healthy is ~1e-3){} at lr {:.3g}",
                     *u, diverging ? " and the loss diverges" : (oscillating ? " and the loss oscillates" : ""),
@@ -467,7 +452,7 @@ class LrTooLowRule : public Rule {
     if (s.first_window_loss && s.steps_seen >= 2 * o.loss_window)
       stalled = recent_mean(s, o.loss_window) > (1.0 - o.loss_min_improvement) * *s.first_window_loss;
     if (!(*u < o.update_ratio_low) && !(stalled && *u < 1e-4)) return;
-    out.push_back(make(
+    out.push_back(make_finding(
         id(), Severity::Warning, step, "",
         fmt::format("updates are only {:.3g} of the weights per step (median over layers; healthy is ~1e-3) at lr "
                     "{:.3g}{}",
@@ -491,7 +476,7 @@ class WeightUpdateRatioRule : public Rule {
       if (u > 0 && u >= o.update_ratio_low && u <= o.update_ratio_high) continue;
       if (u == 0) continue;  // unchanged_parameter reports it
       // Moving by more than its own norm in one step, the layer is rewritten rather than trained: worth a warning.
-      out.push_back(make(id(), u > 1.0 ? Severity::Warning : Severity::Info, step, name,
+      out.push_back(make_finding(id(), u > 1.0 ? Severity::Warning : Severity::Info, step, name,
                          fmt::format("layer {} updates {:.3g} of its weights per step while the median layer "
                                      "updates {:.3g}",
                                      name, u, *med),
@@ -515,7 +500,7 @@ class PoorInitializationRule : public Rule {
     if (!std::isfinite(l0)) return;
     const double rel = std::abs(l0 - expected) / expected;
     if (rel <= o.init_loss_tolerance) return;
-    out.push_back(make(id(), Severity::Warning, step, "",
+    out.push_back(make_finding(id(), Severity::Warning, step, "",
                        fmt::format("loss at initialisation is {:.4g}, {:.0f}% away from ln({}) = {:.4g} expected of "
                                    "a fresh classifier",
                                    l0, 100 * rel, s.num_classes, expected),
@@ -540,7 +525,7 @@ class PoorInitializationRule : public Rule {
     if (first <= 0 || last < 0) return;
     const double ratio = last / first;
     if (ratio <= o.activation_depth_ratio && ratio >= 1.0 / o.activation_depth_ratio) return;
-    out.push_back(make(id(), Severity::Warning, step, stds.back().first,
+    out.push_back(make_finding(id(), Severity::Warning, step, stds.back().first,
                        fmt::format("activation scale {} with depth at initialisation: std {:.3g} after {} vs {:.3g} "
                                    "after {} ({:.3g}x)",
                                    ratio < 1 ? "collapses" : "explodes", last, stds.back().first, first,
@@ -561,7 +546,7 @@ class SymmetricWeightsRule : public Rule {
     // The monitor measures the twin fraction of every weight matrix (Monitor::capture_parameters).
     for (const auto& [name, frac] : s.symmetric_units) {
       if (frac.second != step || frac.first <= 0.5) continue;
-      out.push_back(make(id(), Severity::Critical, step, name,
+      out.push_back(make_finding(id(), Severity::Critical, step, name,
                          fmt::format("{:.0f}% of the units of {} have an identical twin (cosine > {}) at step {}: they "
                                      "get identical gradients and can never become different",
                                      100 * frac.first, name, o.symmetry_cosine, step),
@@ -620,7 +605,7 @@ class OverfittingRule : public Rule {
       }
     }
     if (message.empty()) return;
-    out.push_back(make(id(), Severity::Warning, step, "", message, evidence,
+    out.push_back(make_finding(id(), Severity::Warning, step, "", message, evidence,
                        {"too little training data for the model's capacity", "no regularisation",
                         "training too long"},
                        {"add regularisation: train.weight_decay = 1e-4 or dropout layers",
@@ -655,7 +640,7 @@ class UnderfittingRule : public Rule {
       older /= static_cast<double>(o.loss_window);
       if (recent < (1.0 - o.loss_min_improvement) * older) return;
     }
-    out.push_back(make(id(), Severity::Warning, step, "",
+    out.push_back(make_finding(id(), Severity::Warning, step, "",
                        fmt::format("train accuracy is only {:.3f} at step {} (threshold {:.3f} for {} classes): the "
                                    "model does not fit the data it trains on",
                                    acc, step, th, s.num_classes),
@@ -685,7 +670,7 @@ class ClassImbalanceRule : public Rule {
     const double ratio = *mn > 0 ? static_cast<double>(*mx) / static_cast<double>(*mn) : INFINITY;
     if (ratio <= o.imbalance_ratio) return;
     const auto rare = std::distance(s.label_counts.begin(), mn);
-    out.push_back(make(id(), Severity::Warning, step, "",
+    out.push_back(make_finding(id(), Severity::Warning, step, "",
                        *mn == 0 ? fmt::format("class {} never appeared in the first {} training labels", rare, total)
                                 : fmt::format("class counts differ {:.1f}x in the first {} training labels (class {} "
                                               "has {})",
@@ -734,7 +719,7 @@ class UnchangedParameterRule : public Rule {
  private:
   void emit(std::vector<Finding>& out, int64_t step, const std::string& layer, const std::string& what,
             const std::string& cause) {
-    out.push_back(make(id(), Severity::Warning, step, layer, fmt::format("layer {} {} at step {}", layer, what, step),
+    out.push_back(make_finding(id(), Severity::Warning, step, layer, fmt::format("layer {} {} at step {}", layer, what, step),
                        {{"what", what}},
                        {cause, "frozen by mistake", "missing from the optimizer"},
                        {"check requires_grad and `trainable` on this layer",
@@ -751,7 +736,7 @@ class InputRangeRule : public Rule {
     // almost always 0) standardises to z-scores of 50 and more. Only a large bulk as well says "not normalised".
     if (!(s.input_abs_max > o.input_abs_max) || !(s.input_rms > kStandardisedRmsBound)) return;
     const Severity sev = s.input_abs_max > 10 * o.input_abs_max ? Severity::Critical : Severity::Warning;
-    out.push_back(make(id(), sev, step, "input",
+    out.push_back(make_finding(id(), sev, step, "input",
                        fmt::format("inputs are not normalised: max |x| = {:.4g}, root mean square {:.4g}, mean {:.4g}, "
                                    "std {:.4g}",
                                    s.input_abs_max, s.input_rms, s.input_mean, s.input_std),

@@ -69,6 +69,9 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors, con
 NamedTensors read_torch_state_dict(const std::string& path, const TorchLoadLimits& limits = {},
                                    std::vector<std::string>* skipped = nullptr);
 
+/// True when both tensors have the same dtype, shape and bytes (NaN equals the same NaN; 0.0 differs from -0.0).
+bool same_bits(const torch::Tensor& a, const torch::Tensor& b);
+
 /// XXH3 128-bit hash (32 hex digits) of the tensor's dtype, shape and bytes in row-major order; equals
 /// hash_raw_tensor(from_torch(tensor)) without the copy when the tensor is already contiguous on the CPU.
 /// Bitwise: 0.0 and -0.0, or two NaN payloads, hash differently. Throws as from_torch.

@@ -44,6 +44,11 @@ std::optional<size_t> dtype_element_size(std::string_view dtype);
 /// overflows int64 (every tensor's element count must fit LibTorch's int64 numel).
 std::optional<uint64_t> element_count(const std::vector<int64_t>& shape);
 
+/// Checks what a header can say of a tensor: a known dtype, non-negative dims whose product does not overflow, and
+/// `size` bytes of exactly product * element size. Throws CheckpointError starting with `what`.
+void validate_tensor_layout(const std::string& dtype, const std::vector<int64_t>& shape, uint64_t size,
+                            const std::string& what);
+
 /// Checks that `tensor` is well formed (known dtype, non-negative dims whose product does not overflow, bytes of
 /// exactly product * element size, BOOL bytes 0 or 1). Throws CheckpointError starting with `what`
 /// (e.g. "model.safetensors: tensor 'fc.weight'").

@@ -34,6 +34,10 @@ struct Finding {
   static Finding from_json(const Json& doc);
 };
 
+/// A finding first and last seen at `step`: what rules and the doctor's checks report.
+Finding make_finding(std::string rule, Severity severity, int64_t step, std::string layer, std::string message,
+                     Json evidence, std::vector<std::string> causes, std::vector<std::string> fixes);
+
 /// Findings deduplicated by (rule, layer): a repeated report updates last_step, count, evidence and message and
 /// keeps the first step; severity only rises. Bounded by the number of distinct (rule, layer) pairs.
 class FindingSet {

@@ -77,6 +77,7 @@ struct LayerStats {
   int64_t step = -1;
   // parameters of the layer (all tensors named "<layer>.*")
   double weight_norm = NAN, grad_norm = NAN, grad_to_weight = NAN, update_to_weight = NAN;
+  double matrix_weight_norm = NAN;  ///< over its weight matrices/kernels (rank >= 2); NaN when it has none
   int64_t param_nonfinite = 0, grad_nonfinite = 0;
   bool has_params = false, grad_missing = false;
   // output activation
