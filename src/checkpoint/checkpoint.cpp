@@ -1,6 +1,7 @@
 #include "traindx/checkpoint/checkpoint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 
 #include "traindx/checkpoint/tensor_convert.h"
@@ -100,9 +102,11 @@ std::shared_ptr<char> file_buffer(size_t size) {
 // Reads a checkpoint's tensor file with one copy (kernel to user space, into an uninitialised buffer): the tensors
 // are views of the file image, which they keep alive together. read_safetensors would copy each tensor out of the
 // image once more; for large checkpoints that copy and the page faults of a second buffer cost as much as the read.
-// A tensor whose offset is not a multiple of its element size (legal, but never written by traindx or the
-// reference writer) is copied instead, so no kernel sees a misaligned pointer.
-std::vector<NamedTensor> read_tensor_file(const std::string& path) {
+// The header is read and checked first; the data section then arrives in chunks, each hashed right after it is
+// read, while it is still in cache (one pass over memory instead of two). `hashes` gets every tensor's
+// hash_tensor() value. A tensor whose offset is not a multiple of its element size (legal, but never written by
+// traindx or the reference writer) is copied instead, so no kernel sees a misaligned pointer.
+std::vector<NamedTensor> read_tensor_file(const std::string& path, std::map<std::string, std::string>& hashes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   TRAINDX_CHECK(fd >= 0, IoError, "cannot open '{}': {}", path, std::strerror(errno));
   struct stat st {};
@@ -114,17 +118,56 @@ std::vector<NamedTensor> read_tensor_file(const std::string& path) {
   const auto size = static_cast<size_t>(st.st_size);
   const std::shared_ptr<char> image = file_buffer(size);
   size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::read(fd, image.get() + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // truncated under us: the parser reports the short file
-    done += static_cast<size_t>(n);
+  auto read_to = [&](size_t end) {
+    while (done < end) {
+      const ssize_t n = ::read(fd, image.get() + done, end - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;  // truncated under us: reported below
+      done += static_cast<size_t>(n);
+    }
+    return done == end;
+  };
+  // A file that ends early (or shrank after fstat) is reported by the parser, from the bytes that were there.
+  auto fail_short = [&]() -> std::vector<NamedTensor> {
+    ::close(fd);
+    (void)parse_safetensors_index(std::string_view(image.get(), done), path);
+    TRAINDX_FAIL(CheckpointError, "{}: the file shrank to {} bytes while it was read", path, done);
+  };
+  if (!read_to(std::min<size_t>(size, 8)) || size < 8) return fail_short();
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(image.get()[i]);
+  if (header_size <= size - 8 && !read_to(8 + static_cast<size_t>(header_size))) return fail_short();
+  SafetensorsIndex index;
+  try {
+    index = parse_safetensors_layout(std::string_view(image.get(), size), path);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  std::vector<std::unique_ptr<TensorHasher>> hashers;
+  hashers.reserve(index.entries.size());
+  for (const auto& e : index.entries) hashers.push_back(std::make_unique<TensorHasher>(e.dtype, e.shape));
+  constexpr size_t kChunk = size_t{256} << 10;
+  size_t next = 0;  // entries are in data order and cover the data section contiguously
+  for (size_t pos = done; pos < size;) {
+    const size_t end = std::min(size, pos + kChunk);
+    if (!read_to(end)) return fail_short();
+    while (next < index.entries.size() && pos < end) {
+      const auto& e = index.entries[next];
+      const size_t stop = std::min(end, e.offset + e.size);
+      hashers[next]->update(image.get() + pos, stop - pos);
+      pos = stop;
+      if (pos == e.offset + e.size) ++next;
+    }
   }
   ::close(fd);
-  const SafetensorsIndex index = parse_safetensors_index(std::string_view(image.get(), done), path);
+  const std::string_view bytes(image.get(), size);
+  check_safetensors_values(index, bytes, path);
   std::vector<NamedTensor> out;
   out.reserve(index.entries.size());
-  for (const auto& e : index.entries) {
+  for (size_t i = 0; i < index.entries.size(); ++i) {
+    const auto& e = index.entries[i];
+    hashes[e.name] = hashers[i]->hex_digest();
     const auto options = torch::TensorOptions().dtype(scalar_type_named(e.dtype, path));
     const size_t element = *dtype_element_size(e.dtype);
     torch::Tensor t;
@@ -143,12 +186,6 @@ std::vector<NamedTensor> read_tensor_file(const std::string& path) {
 std::string manifest_hash(Json manifest) {
   manifest.erase("manifest_hash");
   return hash_bytes(manifest.dump());
-}
-
-Json hashes_of(const std::vector<NamedTensor>& tensors) {
-  Json out = Json::object();
-  for (const auto& [name, t] : tensors) out[name] = hash_tensor(t);
-  return out;
 }
 
 // The golden probe: the first examples of the validation split (test when there is none), raw and preprocessed.
@@ -288,6 +325,7 @@ CheckpointOptions CheckpointOptions::from_config(const Config& c) {
   o.at_end = c.get_bool("checkpoint.at_end");
   o.keep_best_metric = c.get_string("checkpoint.keep_best");
   o.probe_size = c.get_int("checkpoint.probe_size");
+  o.background = c.get_bool("checkpoint.background");
   return o;
 }
 
@@ -424,14 +462,98 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const std::vector<
   }
 }
 
-std::string save_checkpoint(const std::string& root, Trainer& trainer, const Config& config,
-                            const std::map<std::string, Json>& extra, const Json& metrics,
-                            const CheckpointOptions& options) {
+namespace {
+
+// One checkpoint's content, taken at one moment of training: the tensors (views of the live state for a save in
+// the training thread, copies for a background save), the hashes already known (a background snapshot hashes
+// while it copies), and the manifest fields that describe the trainer at that moment.
+struct Snapshot {
+  int64_t step = 0;
+  std::vector<NamedTensor> model;  // parameters, then buffers
+  std::vector<NamedTensor> optimizer;
+  std::vector<NamedTensor> rng;
+  std::map<std::string, std::string> known_hashes;  // "<file>/<tensor>"
+  Json manifest;                                    // all but environment, tensors and manifest_hash
+  Json metrics;
+};
+
+// The live state as views (no copy on the CPU) and its description.
+Snapshot take_snapshot(Trainer& trainer, const Config& config, const std::map<std::string, Json>& extra,
+                       const Json& metrics, const Probe& probe) {
+  Snapshot s;
+  s.step = trainer.step();
+  Model& model = trainer.model();
+  const auto params = model.named_parameters();
+  s.model = params;
+  for (const auto& b : model.named_buffers()) s.model.push_back(b);
+  for (auto& [n, t] : s.model) t = t.detach().cpu().contiguous();
+  Json optimizer_scalars;
+  s.optimizer = optimizer_state_tensors(trainer.optimizer(), params, optimizer_scalars);
+  s.rng = {{"cpu", cpu_rng_state()}};
+  s.metrics = metrics;
+
+  Json& m = s.manifest;
+  m["format"] = kFormat;
+  m["version"] = kFormatVersion;
+  m["step"] = s.step;
+  m["created_at"] = utc_now_iso();
+  m["config_toml"] = config.to_toml();
+  Json layers = Json::array();
+  for (const auto& row : model.summary())
+    layers.push_back({{"name", row.name}, {"type", row.type}, {"output_shape", row.output_shape}});
+  m["model"] = {{"layers", layers},
+                {"parameters", model.parameter_count()},
+                {"dtype", params.empty() ? "float32" : torch_dtype_name(params.front().second.scalar_type())},
+                {"training_mode_at_save", model.is_training()}};
+  m["optimizer"] = {{"name", trainer.options().optimizer.name}, {"scalars", optimizer_scalars}};
+  m["trainer"] = trainer_scalars(trainer);
+  m["pipeline"] = trainer.data().pipeline.to_json();
+  const auto& info = trainer.data().info;
+  m["data_info"] = {{"source", info.source},
+                    {"task", task_name(info.task)},
+                    {"num_classes", info.num_classes},
+                    {"class_names", info.class_names},
+                    {"input_shape", info.input_shape},
+                    {"feature_names", info.feature_names}};
+  m["probe"] = {{"split", probe.split}, {"examples", probe.inputs.size(0)}, {"mode", "eval"}};
+  if (!probe.raw.is_image()) m["probe"]["raw_table"] = table_to_json(probe.raw.table);
+  m["metrics"] = metrics;
+  m["extra"] = extra;
+  return s;
+}
+
+// Copies `from` into `to` (same shape and dtype) and returns the tensor's hash (hash_tensor's), hashing each chunk
+// right after copying it, while it is still in cache: one pass over memory instead of two. Tensors that are not
+// contiguous CPU memory are copied by LibTorch and hashed later (""), when they are written.
+std::string copy_and_hash(const torch::Tensor& from, const torch::Tensor& to) {
+  torch::NoGradGuard no_grad;
+  if (!from.device().is_cpu() || !to.device().is_cpu() || !from.is_contiguous() || !to.is_contiguous()) {
+    to.copy_(from);
+    return "";
+  }
+  const auto* source = static_cast<const char*>(from.data_ptr());
+  auto* target = static_cast<char*>(to.data_ptr());
+  const size_t bytes = static_cast<size_t>(from.numel()) * from.element_size();
+  TensorHasher hasher(*safetensors_dtype(from.scalar_type()), from.sizes().vec());
+  constexpr size_t kChunk = size_t{128} << 10;  // well inside L2
+  for (size_t offset = 0; offset < bytes; offset += kChunk) {
+    const size_t n = std::min(kChunk, bytes - offset);
+    std::memcpy(target + offset, source + offset, n);
+    hasher.update(target + offset, n);
+  }
+  return hasher.hex_digest();
+}
+
+// Runs the golden probe through `probe_model` in eval mode, writes the snapshot into a temporary directory, syncs
+// it, renames it into place and points `latest` at it; then keep-best bookkeeping and retention. With
+// `write_while_probing`, the state files are written and hashed on a second thread while this one runs the probe
+// (both only read the parameters). Returns the checkpoint directory.
+std::string write_snapshot(const std::string& root, Snapshot& s, Model& probe_model, const Probe& probe,
+                           const CheckpointOptions& options, bool write_while_probing) {
   std::error_code ec;
   fs::create_directories(root, ec);
   TRAINDX_CHECK(!ec, IoError, "cannot create checkpoint directory '{}': {}", root, ec.message());
-  const int64_t step = trainer.step();
-  const std::string name = checkpoint_dir_name(step);
+  const std::string name = checkpoint_dir_name(s.step);
   const std::string final_dir = root + "/" + name;
   const std::string tmp_name = fmt::format(".{}.tmp-{}", name, ::getpid());
   const std::string tmp_dir = root + "/" + tmp_name;
@@ -439,87 +561,46 @@ std::string save_checkpoint(const std::string& root, Trainer& trainer, const Con
   fs::remove_all(tmp_dir, ec);
   fs::create_directories(tmp_dir, ec);
   TRAINDX_CHECK(!ec, IoError, "cannot create '{}': {}", tmp_dir, ec.message());
+  for (auto& [n, t] : s.model) t = t.detach().cpu().contiguous();  // a no-op for CPU tensors
 
-  Model& model = trainer.model();
-  const auto params = model.named_parameters();
-  std::vector<NamedTensor> model_tensors = params;
-  for (const auto& b : model.named_buffers()) model_tensors.push_back(b);
-  for (auto& [n, t] : model_tensors) t = t.detach().cpu().contiguous();
-
-  Json optimizer_scalars;
-  const auto optimizer_tensors = optimizer_state_tensors(trainer.optimizer(), params, optimizer_scalars);
-  const std::vector<NamedTensor> rng = {{"cpu", cpu_rng_state()}};
-
-  // The state files of a large model are serialized, written and hashed on a second thread while this one runs the
-  // probe through the model: both only read the parameters (the model is in eval mode meanwhile). Small states are
-  // written in turn, when the probe is needed (deferred), since a thread costs more than it saves there. The
-  // kernel starts writing each file back at once (write_unsynced), so the syncs below wait less.
   auto write_tensor_file = [&](const char* file, const std::vector<NamedTensor>& tensors) {
     const std::string path = tmp_dir + "/" + file;
     // Streamed from the tensors' memory: a joined file image cost two fresh buffers the size of the state
     // (their page faults were most of a large save).
     write_unsynced(path, safetensors_pieces(tensors, {}, path).views());
+    Json hashes = Json::object();
+    for (const auto& [tensor, t] : tensors) {
+      const auto known = s.known_hashes.find(std::string(file) + "/" + tensor);
+      hashes[tensor] = known != s.known_hashes.end() && !known->second.empty() ? known->second : hash_tensor(t);
+    }
+    return hashes;
   };
-  int64_t state_bytes = 0;
-  for (const auto& [n, t] : model_tensors) state_bytes += t.numel() * static_cast<int64_t>(t.element_size());
-  for (const auto& [n, t] : optimizer_tensors) state_bytes += t.numel() * static_cast<int64_t>(t.element_size());
-  const auto policy = state_bytes >= (int64_t{32} << 20) ? std::launch::async : std::launch::deferred;
-  std::future<Json> state_hashes = std::async(policy, [&] {
-    write_tensor_file("model.safetensors", model_tensors);
-    write_tensor_file("optimizer.safetensors", optimizer_tensors);
-    write_tensor_file("rng.safetensors", rng);
-    return Json{{"model.safetensors", hashes_of(model_tensors)},
-                {"optimizer.safetensors", hashes_of(optimizer_tensors)},
-                {"rng.safetensors", hashes_of(rng)}};
-  });
+  std::future<Json> state_hashes =
+      std::async(write_while_probing ? std::launch::async : std::launch::deferred, [&] {
+        return Json{{"model.safetensors", write_tensor_file("model.safetensors", s.model)},
+                    {"optimizer.safetensors", write_tensor_file("optimizer.safetensors", s.optimizer)},
+                    {"rng.safetensors", write_tensor_file("rng.safetensors", s.rng)}};
+      });
 
-  const Probe probe = make_probe(trainer.data(), options.probe_size);
   torch::Tensor outputs;
   {
-    const bool was_training = model.is_training();
-    model.train(false);
+    const bool was_training = probe_model.is_training();
+    probe_model.train(false);
     torch::NoGradGuard no_grad;
-    const auto& params0 = model.named_parameters();
-    const auto dtype = params0.empty() ? torch::kFloat32 : params0.front().second.scalar_type();
-    const auto device = params0.empty() ? torch::Device(torch::kCPU) : params0.front().second.device();
-    outputs = model.forward(probe.inputs.to(device, dtype)).cpu().contiguous();
-    model.train(was_training);
+    const auto& params = probe_model.named_parameters();
+    const auto dtype = params.empty() ? torch::kFloat32 : params.front().second.scalar_type();
+    const auto device = params.empty() ? torch::Device(torch::kCPU) : params.front().second.device();
+    outputs = probe_model.forward(probe.inputs.to(device, dtype)).cpu().contiguous();
+    probe_model.train(was_training);
   }
   std::vector<NamedTensor> probe_tensors = {{"inputs", probe.inputs.contiguous()}, {"outputs", outputs}};
   if (probe.raw.is_image()) probe_tensors.emplace_back("raw_images", probe.raw.images.contiguous());
   if (probe.raw.targets.defined()) probe_tensors.emplace_back("targets", probe.raw.targets.contiguous());
-  write_tensor_file("probe.safetensors", probe_tensors);
   Json tensor_hashes = state_hashes.get();
-  tensor_hashes["probe.safetensors"] = hashes_of(probe_tensors);
+  tensor_hashes["probe.safetensors"] = write_tensor_file("probe.safetensors", probe_tensors);
 
-  Json manifest;
-  manifest["format"] = kFormat;
-  manifest["version"] = kFormatVersion;
-  manifest["step"] = step;
-  manifest["created_at"] = utc_now_iso();
-  manifest["config_toml"] = config.to_toml();
+  Json manifest = std::move(s.manifest);
   manifest["environment"] = environment_fingerprint();
-  Json layers = Json::array();
-  for (const auto& row : model.summary())
-    layers.push_back({{"name", row.name}, {"type", row.type}, {"output_shape", row.output_shape}});
-  manifest["model"] = {{"layers", layers},
-                       {"parameters", model.parameter_count()},
-                       {"dtype", params.empty() ? "float32" : torch_dtype_name(params.front().second.scalar_type())},
-                       {"training_mode_at_save", model.is_training()}};
-  manifest["optimizer"] = {{"name", trainer.options().optimizer.name}, {"scalars", optimizer_scalars}};
-  manifest["trainer"] = trainer_scalars(trainer);
-  manifest["pipeline"] = trainer.data().pipeline.to_json();
-  const auto& info = trainer.data().info;
-  manifest["data_info"] = {{"source", info.source},
-                           {"task", task_name(info.task)},
-                           {"num_classes", info.num_classes},
-                           {"class_names", info.class_names},
-                           {"input_shape", info.input_shape},
-                           {"feature_names", info.feature_names}};
-  manifest["probe"] = {{"split", probe.split}, {"examples", probe.inputs.size(0)}, {"mode", "eval"}};
-  if (!probe.raw.is_image()) manifest["probe"]["raw_table"] = table_to_json(probe.raw.table);
-  manifest["metrics"] = metrics;
-  manifest["extra"] = extra;
   manifest["tensors"] = tensor_hashes;
   manifest["manifest_hash"] = manifest_hash(manifest);
   const std::string manifest_text = manifest.dump(2) + "\n";
@@ -558,6 +639,7 @@ std::string save_checkpoint(const std::string& root, Trainer& trainer, const Con
   if (!old_dir.empty()) fs::remove_all(old_dir, ec);
 
   // Keep-best bookkeeping: best.json names the best checkpoint by the chosen metric.
+  const Json& metrics = s.metrics;
   std::string best_name;
   if (!options.keep_best_metric.empty() && metrics.contains(options.keep_best_metric) &&
       metrics[options.keep_best_metric].is_number()) {
@@ -583,6 +665,115 @@ std::string save_checkpoint(const std::string& root, Trainer& trainer, const Con
   return final_dir;
 }
 
+// From this many bytes of state, the files are written on a second thread while the probe runs; below, a thread
+// costs more than it saves.
+constexpr int64_t kLargeState = int64_t{32} << 20;
+
+int64_t tensor_bytes(const std::vector<NamedTensor>& tensors) {
+  int64_t bytes = 0;
+  for (const auto& [n, t] : tensors) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
+bool same_layout(const std::vector<NamedTensor>& a, const std::vector<NamedTensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].first != b[i].first || a[i].second.sizes() != b[i].second.sizes() ||
+        a[i].second.scalar_type() != b[i].second.scalar_type() || a[i].second.device() != b[i].second.device())
+      return false;
+  return true;
+}
+
+std::vector<NamedTensor> model_tensors(const Model& model) {
+  std::vector<NamedTensor> out = model.named_parameters();
+  for (const auto& b : model.named_buffers()) out.push_back(b);
+  return out;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& root, Trainer& trainer, const Config& config,
+                            const std::map<std::string, Json>& extra, const Json& metrics,
+                            const CheckpointOptions& options) {
+  const Probe probe = make_probe(trainer.data(), options.probe_size);
+  Snapshot s = take_snapshot(trainer, config, extra, metrics, probe);
+  const bool large = tensor_bytes(s.model) + tensor_bytes(s.optimizer) >= kLargeState;
+  return write_snapshot(root, s, trainer.model(), probe, options, large);
+}
+
+struct CheckpointWriter::State {
+  std::string root;
+  CheckpointOptions options;
+  std::optional<Probe> probe;                        // the same examples every save
+  std::shared_ptr<Model> shadow;                     // the model copy the background probe runs through
+  bool cannot_clone = false;
+  std::map<std::string, torch::Tensor> optimizer_copies;  // kept between saves: no fresh pages each time
+  std::future<std::string> in_flight;
+  std::string last_written;
+};
+
+CheckpointWriter::CheckpointWriter(std::string root, CheckpointOptions options) : state_(std::make_unique<State>()) {
+  state_->root = std::move(root);
+  state_->options = std::move(options);
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  try {
+    wait();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "traindx: a background checkpoint save failed: {}\n", e.what());
+  }
+}
+
+std::string CheckpointWriter::wait() {
+  State& st = *state_;
+  if (st.in_flight.valid()) st.last_written = st.in_flight.get();  // get() leaves the future invalid, also on throw
+  return st.last_written;
+}
+
+std::string CheckpointWriter::save(Trainer& trainer, const Config& config, const std::map<std::string, Json>& extra,
+                                   const Json& metrics) {
+  wait();
+  State& st = *state_;
+  if (!st.probe) st.probe = make_probe(trainer.data(), st.options.probe_size);
+  const std::vector<NamedTensor> live = model_tensors(trainer.model());
+  if (!st.cannot_clone && (!st.shadow || !same_layout(model_tensors(*st.shadow), live))) {
+    st.shadow = trainer.model().clone();
+    st.cannot_clone = st.shadow == nullptr;
+    if (st.shadow) st.shadow->train(false);  // it only ever runs the probe
+  }
+  if (!st.shadow) {
+    st.last_written = save_checkpoint(st.root, trainer, config, extra, metrics, st.options);
+    return st.last_written;
+  }
+
+  Snapshot s = take_snapshot(trainer, config, extra, metrics, *st.probe);
+  // The model's values go into the shadow model, which the probe then runs through; optimizer slots into kept
+  // buffers. Training may change the live tensors as soon as this returns.
+  std::vector<NamedTensor> copies = model_tensors(*st.shadow);
+  for (size_t i = 0; i < copies.size(); ++i) {
+    s.known_hashes["model.safetensors/" + live[i].first] = copy_and_hash(live[i].second.detach(), copies[i].second);
+    copies[i].first = live[i].first;
+    copies[i].second = copies[i].second.detach();
+  }
+  s.model = std::move(copies);
+  for (auto& [name, t] : s.optimizer) {
+    torch::Tensor& copy = st.optimizer_copies[name];
+    if (!copy.defined() || copy.sizes() != t.sizes() || copy.scalar_type() != t.scalar_type())
+      copy = torch::empty(t.sizes(), t.options().device(torch::kCPU));
+    s.known_hashes["optimizer.safetensors/" + name] = copy_and_hash(t, copy);
+    t = copy;
+  }
+  const std::string dir = st.root + "/" + checkpoint_dir_name(s.step);
+  st.in_flight = std::async(std::launch::async, [&st, s = std::move(s)]() mutable {
+    // A new thread starts with OpenMP's default thread count; the probe must run as training does.
+    at::init_num_threads();
+    const bool large = tensor_bytes(s.model) + tensor_bytes(s.optimizer) >= kLargeState;
+    return write_snapshot(st.root, s, *st.shadow, *st.probe, st.options, large);
+  });
+  return dir;
+}
+
 std::string resolve_checkpoint(const std::string& path) {
   fs::path p(path);
   if (fs::exists(p / "manifest.json")) return p.string();
@@ -603,31 +794,57 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 namespace {
-std::vector<NamedTensor> read_checked(const std::string& dir, const char* file, const Json& hashes) {
+// A tensor file as read, with the hashes of what it holds (to compare with the manifest's).
+struct TensorFile {
+  std::vector<NamedTensor> tensors;
+  std::map<std::string, std::string> hashes;
+};
+
+std::vector<NamedTensor> checked(const std::string& dir, const char* file, TensorFile read, const Json& hashes) {
   const std::string path = dir + "/" + file;
-  std::vector<NamedTensor> tensors = read_tensor_file(path);
   TRAINDX_CHECK(hashes.is_object(), CheckpointError, "{}/manifest.json: no tensor hashes for {}", dir, file);
   std::set<std::string> seen;
-  for (const auto& [name, t] : tensors) {
+  for (const auto& [name, t] : read.tensors) {
     TRAINDX_CHECK(hashes.contains(name), CheckpointError,
                   "{}: tensor '{}' is not listed in manifest.json (the file was changed after saving)", path, name);
-    const std::string h = hash_tensor(t);
-    TRAINDX_CHECK(h == hashes[name].get<std::string>(), CheckpointError,
+    const std::string& h = read.hashes.at(name);
+    const std::string expected = hashes[name].is_string() ? hashes[name].get<std::string>() : hashes[name].dump();
+    TRAINDX_CHECK(h == expected, CheckpointError,
                   "{}: tensor '{}' does not match its hash in manifest.json ({} vs {}): the file is corrupt or was "
                   "modified",
-                  path, name, h, hashes[name].get<std::string>());
+                  path, name, h, expected);
     seen.insert(name);
   }
   for (auto it = hashes.begin(); it != hashes.end(); ++it)
     TRAINDX_CHECK(seen.count(it.key()), CheckpointError, "{}: tensor '{}' listed in manifest.json is missing", path,
                   it.key());
-  return tensors;
+  return std::move(read.tensors);
 }
 }  // namespace
 
 Checkpoint load_checkpoint(const std::string& path) {
   Checkpoint c;
   c.dir = resolve_checkpoint(path);
+  // The tensor files are read and hashed while the manifest is parsed and checked; their hashes are compared with
+  // the manifest's once both are done. From 1 MB of state the four files are read concurrently too: the copies from
+  // the page cache and the hashing overlap on a multi-core machine (the 5 MB CNN: 0.75-0.79x torch::load in turn,
+  // 0.90-1.11x concurrently, measured side by side). Below that, threads would cost more than they save. A bad
+  // manifest is reported first; get() rethrows a file's error.
+  uintmax_t total_bytes = 0;
+  for (const char* f : kTensorFiles) {
+    std::error_code size_ec;
+    const uintmax_t size = fs::file_size(c.dir + "/" + f, size_ec);
+    if (!size_ec) total_bytes += size;
+  }
+  const auto policy = total_bytes >= (uintmax_t{1} << 20) ? std::launch::async : std::launch::deferred;
+  std::vector<std::future<TensorFile>> files;
+  for (const char* file : kTensorFiles)
+    files.push_back(std::async(policy, [dir = c.dir, file] {
+      TensorFile f;
+      f.tensors = read_tensor_file(dir + "/" + file, f.hashes);
+      return f;
+    }));
+
   const std::string manifest_path = c.dir + "/manifest.json";
   const std::string text = read_file(manifest_path);
   c.manifest = Json::parse(text, nullptr, false);
@@ -647,28 +864,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   const Json& t = c.manifest["tensors"];
   for (const char* f : kTensorFiles)
     TRAINDX_CHECK(t.contains(f), CheckpointError, "{}: manifest lists no {}", manifest_path, f);
-  // Checkpoints from 1 MB up are read and hash-checked file by file concurrently: the copies from the page cache and
-  // the hashing overlap on a multi-core machine (the 5 MB CNN: 0.75-0.79x torch::load in turn, 0.90-1.11x
-  // concurrently, measured side by side). Below that, threads would cost more than they save. get() rethrows a
-  // file's error once every read has finished.
-  uintmax_t total_bytes = 0;
-  for (const char* f : kTensorFiles) {
-    std::error_code size_ec;
-    const uintmax_t size = fs::file_size(c.dir + "/" + f, size_ec);
-    if (!size_ec) total_bytes += size;
-  }
-  const auto policy = total_bytes >= (uintmax_t{1} << 20) ? std::launch::async : std::launch::deferred;
-  auto read = [&](const char* file) {
-    return std::async(policy, [&c, &t, file] { return read_checked(c.dir, file, t[file]); });
-  };
-  auto model = read("model.safetensors");
-  auto optimizer = read("optimizer.safetensors");
-  auto rng = read("rng.safetensors");
-  auto probe = read("probe.safetensors");
-  c.model = model.get();
-  c.optimizer = optimizer.get();
-  c.rng = rng.get();
-  c.probe = probe.get();
+  std::vector<NamedTensor>* targets[] = {&c.model, &c.optimizer, &c.rng, &c.probe};
+  for (size_t i = 0; i < files.size(); ++i)
+    *targets[i] = checked(c.dir, kTensorFiles[i], files[i].get(), t[kTensorFiles[i]]);
   return c;
 }
 
@@ -790,21 +988,40 @@ CheckpointCallback::CheckpointCallback(std::string root, Trainer& trainer, Confi
       trainer_(trainer),
       config_(std::move(config)),
       options_(std::move(options)),
-      extra_state_(std::move(extra_state)) {}
+      extra_state_(std::move(extra_state)) {
+  if (options_.background) writer_ = std::make_unique<CheckpointWriter>(root_, options_);
+}
+
+CheckpointCallback::~CheckpointCallback() = default;
 
 void CheckpointCallback::on_step_end(const StepContext&) {}
 
 void CheckpointCallback::on_evaluation(int64_t, const Json& metrics) { last_metrics_ = metrics; }
 
 void CheckpointCallback::on_iteration_end(int64_t steps_done) {
-  if (options_.every_steps > 0 && steps_done % options_.every_steps == 0) save_now();
+  if (options_.every_steps > 0 && steps_done % options_.every_steps == 0) save_in_background();
 }
 
-void CheckpointCallback::on_train_end(int64_t steps, const std::string& status) {
-  if (options_.at_end && last_saved_step_ != trainer_.step()) save_now();
+void CheckpointCallback::on_train_end(int64_t, const std::string&) {
+  if (options_.at_end && last_saved_step_ != trainer_.step()) save_in_background();
+  if (writer_) last_saved_ = writer_->wait();
+}
+
+void CheckpointCallback::save_in_background() {
+  if (!writer_) {
+    save_now();
+    return;
+  }
+  writer_->save(trainer_, config_, extra_state_ ? extra_state_() : std::map<std::string, Json>{}, last_metrics_);
+  last_saved_step_ = trainer_.step();
 }
 
 std::string CheckpointCallback::save_now() {
+  if (writer_) {
+    save_in_background();
+    last_saved_ = writer_->wait();
+    return last_saved_;
+  }
   last_saved_ = save_checkpoint(root_, trainer_, config_, extra_state_ ? extra_state_() : std::map<std::string, Json>{},
                                 last_metrics_, options_);
   last_saved_step_ = trainer_.step();

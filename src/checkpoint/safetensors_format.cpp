@@ -134,6 +134,12 @@ SafetensorsEntry parse_entry(const std::string& name, const nlohmann::json& info
 }  // namespace
 
 SafetensorsIndex parse_safetensors_index(std::string_view bytes, const std::string& source) {
+  SafetensorsIndex index = parse_safetensors_layout(bytes, source);
+  check_safetensors_values(index, bytes, source);
+  return index;
+}
+
+SafetensorsIndex parse_safetensors_layout(std::string_view bytes, const std::string& source) {
   TRAINDX_CHECK(bytes.size() >= 8, CheckpointError,
                 "{}: not a safetensors file: {} bytes, shorter than the 8-byte header length", source, bytes.size());
   const uint64_t header_size = read_u64_le(bytes.data());
@@ -188,7 +194,10 @@ SafetensorsIndex parse_safetensors_index(std::string_view bytes, const std::stri
                 "{}: the data section holds {} bytes but its tensors cover only {} (trailing bytes; offsets must "
                 "cover the data section exactly)",
                 source, data_size, expected - data_start);
+  return index;
+}
 
+void check_safetensors_values(const SafetensorsIndex& index, std::string_view bytes, const std::string& source) {
   for (const auto& entry : index.entries) {
     if (entry.dtype != "BOOL") continue;
     const std::string_view data = bytes.substr(entry.offset, entry.size);
@@ -197,7 +206,6 @@ SafetensorsIndex parse_safetensors_index(std::string_view bytes, const std::stri
                   "{}: tensor '{}': BOOL element {} holds byte 0x{:02x}; only 0 and 1 are valid booleans", source,
                   entry.name, bad - data.begin(), static_cast<unsigned char>(*bad));
   }
-  return index;
 }
 
 SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& source) {

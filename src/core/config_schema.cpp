@@ -181,6 +181,9 @@ std::vector<ConfigKey> make_schema() {
           "Also keep the best checkpoint by this validation metric (e.g. val_loss; empty = off)."),
       key("checkpoint.probe_size", V::Int, "64",
           "Examples in the golden probe (from the validation split) stored with every checkpoint.", {}, 1, 4096),
+      key("checkpoint.background", V::Bool, "true",
+          "Save during training without waiting for the disk: the state is copied (one more copy of parameters, "
+          "buffers and optimizer slots in memory) and probed, written and synced on a background thread."),
   };
 }
 

@@ -1,5 +1,6 @@
 // Layer stacks built from model.layers: the layer table (validation, names, docs), shape inference, init, and the
 // Model implementation over a LayerStack module.
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -8,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
@@ -797,8 +799,13 @@ void convert(torch::nn::Module& module, torch::Device device, torch::Dtype dtype
 
 class LayerStackModel final : public Model {
  public:
-  LayerStackModel(std::shared_ptr<LayerStack> stack, Shape input_shape, std::vector<LayerSummary> rows)
-      : stack_(std::move(stack)), input_shape_(std::move(input_shape)), rows_(std::move(rows)) {
+  LayerStackModel(std::shared_ptr<LayerStack> stack, Shape input_shape, std::vector<LayerSummary> rows,
+                  ModelOptions options, int64_t outputs)
+      : stack_(std::move(stack)),
+        input_shape_(std::move(input_shape)),
+        rows_(std::move(rows)),
+        options_(std::move(options)),
+        outputs_(outputs) {
     const auto params = stack_->parameters();
     // to() replaces a parameter's data in place (set_data), so this handle always shows the current dtype.
     if (!params.empty()) reference_ = params.front();
@@ -829,6 +836,34 @@ class LayerStackModel final : public Model {
   std::vector<LayerSummary> summary() const override { return rows_; }
   std::shared_ptr<torch::nn::Module> module() override { return stack_; }
 
+  std::shared_ptr<Model> clone() const override {
+    // Rebuilt from the options, which draws initial weights from the global generator: its state is put back so
+    // that a clone taken during training (a background checkpoint) does not change the random numbers training
+    // sees next. The initial weights are then overwritten.
+    auto generator = at::detail::getDefaultCPUGenerator();
+    torch::Tensor rng_state;
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      rng_state = generator.get_state();
+    }
+    std::shared_ptr<Model> copy = build_model(options_, input_shape_, outputs_);
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(rng_state);
+    }
+    if (reference_.defined()) copy->to(reference_.device(), reference_.scalar_type());
+    torch::NoGradGuard no_grad;
+    auto copy_values = [](const std::vector<NamedTensor>& to, const std::vector<NamedTensor>& from) {
+      TRAINDX_ASSERT(to.size() == from.size(), "a rebuilt model has {} tensors where the original has {}",
+                     to.size(), from.size());
+      for (size_t i = 0; i < to.size(); ++i) to[i].second.copy_(from[i].second);
+    };
+    copy_values(copy->named_parameters(), named_parameters());
+    copy_values(copy->named_buffers(), named_buffers());
+    copy->train(is_training());
+    return copy;
+  }
+
  private:
   // A wrong example shape would otherwise surface as a LibTorch error deep inside some layer.
   torch::Tensor prepare(const torch::Tensor& input) const {
@@ -851,6 +886,8 @@ class LayerStackModel final : public Model {
   std::shared_ptr<LayerStack> stack_;
   Shape input_shape_;
   std::vector<LayerSummary> rows_;
+  ModelOptions options_;  // what clone() rebuilds from
+  int64_t outputs_;
   torch::Tensor reference_;
 };
 
@@ -908,7 +945,7 @@ std::shared_ptr<Model> build_model(const ModelOptions& options, const std::vecto
   }
   if (dtype == "float64") convert(*stack, torch::kCPU, torch::kDouble);
   stack->train(true);
-  return std::make_shared<LayerStackModel>(stack, input_shape, builder.take_rows());
+  return std::make_shared<LayerStackModel>(stack, input_shape, builder.take_rows(), options, outputs);
 }
 
 std::string layer_reference_markdown() {

@@ -101,7 +101,7 @@ class TapProgram {
 
 class TorchScriptModel final : public Model {
  public:
-  TorchScriptModel(torch::jit::Module module, const std::string& path) : module_(std::move(module)) {
+  TorchScriptModel(torch::jit::Module module, const std::string& path) : module_(std::move(module)), path_(path) {
     const torch::jit::Method method = module_.get_method("forward");
     const c10::FunctionSchema& schema = method.function().getSchema();
     const auto& args = schema.arguments();
@@ -166,6 +166,8 @@ class TorchScriptModel final : public Model {
     for (const auto& b : module_.buffers(/*recurse=*/true)) move(b);
   }
   std::vector<LayerSummary> summary() const override { return rows_; }
+  // jit::Module::clone() copies parameters, buffers and attributes (the training flag among them).
+  std::shared_ptr<Model> clone() const override { return std::make_shared<TorchScriptModel>(module_.clone(), path_); }
 
  private:
   // One row per tapped submodule, in the order forward first calls them, then the top-level children that
@@ -192,6 +194,7 @@ class TorchScriptModel final : public Model {
   }
 
   torch::jit::Module module_;
+  std::string path_;
   std::vector<torch::jit::IValue> extra_args_;
   std::unique_ptr<TapProgram> taps_;
   std::vector<LayerSummary> rows_;

@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@ struct CheckpointOptions {
   bool at_end = true;
   std::string keep_best_metric;  ///< e.g. "val_loss": the best checkpoint by it is kept besides the last K
   int64_t probe_size = 64;       ///< examples in the golden probe
+  bool background = true;        ///< CheckpointCallback saves through a CheckpointWriter
   static CheckpointOptions from_config(const Config& config);
 };
 
@@ -48,6 +50,32 @@ std::string checkpoint_dir_name(int64_t step);
 std::string save_checkpoint(const std::string& root, Trainer& trainer, const Config& config,
                             const std::map<std::string, Json>& extra = {}, const Json& metrics = Json::object(),
                             const CheckpointOptions& options = {});
+
+/// Saves checkpoints without holding training up for the disk. save() copies the training state into buffers it
+/// keeps between saves (hashing each tensor while it is in cache) and returns; a background thread runs the golden
+/// probe through a copy of the model (Model::clone), writes and syncs the files, renames the directory into place
+/// and points `latest` at it, exactly as save_checkpoint does, so a crash at any moment still leaves `latest` naming
+/// a complete checkpoint. One save is in flight at a time: save() first waits for the previous one, and a failed
+/// background save is rethrown by the next save() or wait(). Costs one more copy of parameters, buffers and
+/// optimizer slots in memory. A model whose clone() returns null is saved in the calling thread instead.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(std::string root, CheckpointOptions options);
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+  /// Waits for the save in flight; prints (does not throw) its failure.
+  ~CheckpointWriter();
+  /// Starts a checkpoint of `trainer` now (arguments as save_checkpoint's). Returns the directory it will have.
+  std::string save(Trainer& trainer, const Config& config, const std::map<std::string, Json>& extra = {},
+                   const Json& metrics = Json::object());
+  /// Waits until the save in flight is complete and durable; returns the last checkpoint written ("" if none).
+  /// Rethrows the failure of a background save.
+  std::string wait();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 /// Resolves a checkpoint path: a checkpoint directory, or a root holding `latest`, or a run directory holding
 /// checkpoints/latest. Throws CheckpointError naming what was looked for.
@@ -128,20 +156,25 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const std::vector<
                           const std::vector<NamedTensor>& tensors, const Json& scalars);
 
 /// Saves checkpoints from inside Trainer::fit(): every `every_steps`, at the end, with retention. `extra_state`
-/// is called at save time for other components' JSON state.
+/// is called at save time for other components' JSON state. With options.background, saves during training go
+/// through a CheckpointWriter; the end of training waits until the last one is durable.
 class CheckpointCallback : public TrainerCallback {
  public:
   CheckpointCallback(std::string root, Trainer& trainer, Config config, CheckpointOptions options,
                      std::function<std::map<std::string, Json>()> extra_state = {});
+  ~CheckpointCallback() override;
   void on_step_end(const StepContext& ctx) override;
   void on_iteration_end(int64_t steps_done) override;
   void on_evaluation(int64_t step, const Json& metrics) override;
   void on_train_end(int64_t steps, const std::string& status) override;
-  /// Saves now (e.g. before a deliberate stop). Returns the directory.
+  /// Saves now (e.g. before a deliberate stop) and waits until the checkpoint is durable. Returns the directory.
   std::string save_now();
+  /// The last checkpoint known to be complete (a background save in flight is not counted until waited for).
   const std::string& last_saved() const { return last_saved_; }
 
  private:
+  void save_in_background();
+
   std::string root_;
   Trainer& trainer_;
   Config config_;
@@ -150,6 +183,7 @@ class CheckpointCallback : public TrainerCallback {
   Json last_metrics_ = Json::object();
   std::string last_saved_;
   int64_t last_saved_step_ = -1;
+  std::unique_ptr<CheckpointWriter> writer_;  // null unless options.background
 };
 
 }  // namespace traindx

@@ -91,6 +91,13 @@ struct SafetensorsFile {
 /// reference implementation requires); a BOOL tensor holds a byte other than 0 or 1.
 SafetensorsIndex parse_safetensors_index(std::string_view bytes, const std::string& source);
 
+/// The two halves of parse_safetensors_index, for a reader that parses the header before the data section is in
+/// memory: parse_safetensors_layout reads only the header (bytes.size() must be the whole file's size; the data
+/// section may still be unfilled) and checks everything but the values; check_safetensors_values then checks the
+/// values (BOOL bytes) once the data is there.
+SafetensorsIndex parse_safetensors_layout(std::string_view bytes, const std::string& source);
+void check_safetensors_values(const SafetensorsIndex& index, std::string_view bytes, const std::string& source);
+
 /// parse_safetensors_index plus a copy of each tensor's bytes. Throws as parse_safetensors_index.
 SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& source);
 

@@ -67,6 +67,10 @@ class Model {
   virtual std::vector<LayerSummary> summary() const = 0;
   /// The underlying LibTorch module, for users who want to mix in torch:: calls (null for TorchScript).
   virtual std::shared_ptr<torch::nn::Module> module() { return nullptr; }
+  /// A deep copy: same structure, parameter and buffer values, device, dtype and mode, sharing no tensor with this
+  /// one, and drawing no random numbers. Null when the model cannot be copied (the default for models defined
+  /// outside traindx); background checkpoints then fall back to saving in the training thread.
+  virtual std::shared_ptr<Model> clone() const { return nullptr; }
 
   /// Parameters only, in named_parameters() order (what an optimizer takes).
   std::vector<torch::Tensor> parameters() const;
