@@ -152,6 +152,36 @@ Json scaled_layers(const Json& layers, double factor, bool is_top) {
   return out;
 }
 
+// A weight layer's gain at initialisation: rms(W) * sqrt(fan_in), the factor by which it scales unit-variance
+// inputs (about 0.58 for LibTorch's default init, 1 for xavier, 1.41 for kaiming). The usual schemes stay within a
+// few x of each other; a layer 100x off the others was initialised on another scale.
+struct LayerGain {
+  std::string layer;
+  double rms = 0;
+  int64_t fan_in = 0;
+  double gain = 0;
+};
+
+std::vector<LayerGain> layer_gains(const Model& model) {
+  std::vector<LayerGain> out;
+  const std::string suffix = ".weight";
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (p.dim() < 2 || p.size(0) == 0 || name.size() <= suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    LayerGain g;
+    g.layer = name.substr(0, name.size() - suffix.size());
+    g.fan_in = p.numel() / p.size(0);
+    g.rms = p.detach().to(torch::kDouble).pow(2).mean().sqrt().item<double>();
+    g.gain = g.rms * std::sqrt(static_cast<double>(g.fan_in));
+    out.push_back(g);
+  }
+  return out;
+}
+
+// How far off the others a layer's gain may be before it is reported (either way).
+constexpr double kLayerGainRatio = 100.0;
+
 }  // namespace
 
 bool DoctorResult::has_critical() const {
@@ -238,7 +268,37 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
       options.on_check(id, title, entry["status"].get<std::string>(), entry["summary"].get<std::string>());
     checks.push_back(entry);
   };
-  auto add = [&](Finding f) { findings.push_back({checks.size(), std::move(f)}); };
+  // Weight layers initialised far off the others' scale (the initialisation check), layer -> how far, and the
+  // model's layers in order: a dead ReLU fed by a layer with weights far too small is that layer's doing.
+  std::map<std::string, double> off_scale;
+  std::set<std::string> weight_layers;
+  std::vector<std::string> layer_order;
+  auto link_to_cause = [&](Finding& f) {
+    if (f.rule != "dead_relu") return;
+    const auto at = std::find(layer_order.begin(), layer_order.end(), f.layer);
+    if (at == layer_order.end()) return;
+    // The nearest weight layer before the ReLU feeds it.
+    const auto feeder = std::find_if(std::make_reverse_iterator(at), layer_order.rend(),
+                                     [&](const std::string& name) { return weight_layers.count(name) > 0; });
+    if (feeder == layer_order.rend()) return;
+    const auto it = feeder;
+    const auto off = off_scale.find(*it);
+    if (off == off_scale.end() || off->second >= 1) return;
+    f.causes.insert(f.causes.begin(),
+                    fmt::format("{} feeds it with weights {:.0f}x smaller than the other layers' for their fan-in "
+                                "(layer_init_scale): its pre-activations are little more than its bias, negative "
+                                "for these units",
+                                *it, 1 / off->second));
+    f.fixes.insert(f.fixes.begin(), fmt::format("fix {}'s initialisation first (see layer_init_scale)", *it));
+  };
+  // The same observation from two checks (the initialisation check's monitor and the training run's, both at
+  // step 0) is reported once, by the earlier check.
+  auto add = [&](Finding f) {
+    link_to_cause(f);
+    for (const auto& r : findings)
+      if (r.finding.rule == f.rule && r.finding.layer == f.layer && r.finding.message == f.message) return;
+    findings.push_back({checks.size(), std::move(f)});
+  };
 
   // ---- 1. data -------------------------------------------------------------------------------------------------
   PreparedData data;
@@ -333,6 +393,49 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
   // ---- 2. initialisation ---------------------------------------------------------------------------------------
   run_check("init", "Initialisation", [&](Json& d) -> Json {
     auto trainer = fresh_trainer(config, data);
+    for (const auto& row : trainer->model().summary()) layer_order.push_back(row.name);
+    // Per-layer weight scale against the other layers' (before any step), reported before what it causes.
+    const std::vector<LayerGain> gains = layer_gains(trainer->model());
+    Json gain_rows = Json::array();
+    for (const auto& g : gains) {
+      weight_layers.insert(g.layer);
+      gain_rows.push_back({{"layer", g.layer}, {"weight_rms", g.rms}, {"fan_in", g.fan_in}, {"gain", g.gain}});
+    }
+    d["layer_gains"] = gain_rows;
+    // Adaptive optimizers step every weight by about lr whatever its scale: a tiny layer moves many times its size.
+    const std::string optimizer = trainer->options().optimizer.name;
+    const bool adaptive = optimizer != "sgd";
+    for (size_t i = 0; gains.size() >= 3 && i < gains.size(); ++i) {
+      std::vector<double> others;
+      for (size_t j = 0; j < gains.size(); ++j)
+        if (j != i) others.push_back(gains[j].gain);
+      std::nth_element(others.begin(), others.begin() + others.size() / 2, others.end());
+      const double median = others[others.size() / 2];
+      const LayerGain& g = gains[i];
+      if (!(median > 0) || !std::isfinite(g.gain)) continue;
+      const double ratio = g.gain / median;
+      if (ratio >= 1 / kLayerGainRatio && ratio <= kLayerGainRatio) continue;
+      off_scale[g.layer] = ratio;
+      const bool small = ratio < 1;
+      add(make_finding(
+          "layer_init_scale", Severity::Warning, 0, g.layer,
+          fmt::format("{}'s weights are {:.0f}x {} than the other layers' for their fan-in at initialisation: rms "
+                      "{:.3g} x sqrt({}) = {:.3g} against a median {:.3g}{}",
+                      g.layer, small ? 1 / ratio : ratio, small ? "smaller" : "larger", g.rms, g.fan_in, g.gain,
+                      median,
+                      !small     ? std::string("; its outputs swamp the layers after it")
+                      : adaptive ? fmt::format("; its outputs are little more than its bias, and {} will move it by "
+                                               "many times its own size per step",
+                                               optimizer)
+                                 : std::string("; its outputs are little more than its bias")),
+          {{"weight_rms", g.rms}, {"fan_in", g.fan_in}, {"gain", g.gain}, {"median_gain", median},
+           {"ratio", ratio}, {"threshold", kLayerGainRatio}},
+          {"an init override on this layer (init / init_std in model.layers)",
+           "weights scaled or loaded wrongly for this layer"},
+          {fmt::format("drop this layer's init override, or give it init_std = {:.3g} (the other layers' scale)",
+                       median / std::sqrt(static_cast<double>(g.fan_in))),
+           "use one init scheme for every layer (model.init = \"kaiming_uniform\" for ReLU networks)"}));
+    }
     MonitorOptions mo = monitor_options;
     mo.every_step = true;
     mo.on_critical = "warn";

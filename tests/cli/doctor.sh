@@ -2,7 +2,8 @@
 # The doctor end to end (--quick): a healthy table gets exit 0, every check run and a report; planted faults get
 # exit 1 with the planted cause ranked first (a learning rate far too high, where the failed overfit of one batch
 # must run its whole diagnosis ladder; constant init, where the overfit failure escalates the symmetric weights;
-# weights that overflow to inf, where the determinism audit must compare NaN runs bitwise); bad input gets exit 2.
+# weights that overflow to inf, where the determinism audit must compare NaN runs bitwise; one layer initialised far
+# below the others); bad input gets exit 2.
 #   bash doctor.sh <traindx binary> <source dir>
 set -euo pipefail
 traindx=$1
@@ -58,6 +59,22 @@ if fault == "nan_forward":
     assert det["status"] != "skipped" and det["details"]["same_process_bitwise"] is True, det
 PY
 done
+
+# One layer initialised 500x below the others: the doctor names that layer's scale first, links the dead ReLUs it
+# feeds to it, and reports the step-0 dead_relu observation once although two checks make it.
+expect_status 0 "$traindx" doctor bench/faults/layer_update_ratio.toml --quick --out "$out/layer_scale" --json
+/usr/bin/python3 - "$out/layer_scale" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1] + "/report.json"))
+top = report["findings"][0]
+assert (top["rule"], top["layer"]) == ("layer_init_scale", "fc2"), (top["rule"], top["layer"])
+assert 100 < 1 / top["evidence"]["ratio"] < 2000, top["evidence"]
+dead = [f for f in report["findings"] if f["rule"] == "dead_relu" and f["layer"] == "relu2"]
+assert len(dead) == 1, [(f["rule"], f["layer"], f["step"]) for f in dead]
+assert "fc2" in dead[0]["causes"][0] and "fc2" in dead[0]["fixes"][0], dead[0]
+init = next(c for c in report["checks"] if c["id"] == "init")
+assert [g["layer"] for g in init["details"]["layer_gains"]] == ["fc1", "fc2", "fc3"], init["details"]["layer_gains"]
+PY
 
 expect_status 2 "$traindx" doctor bench/faults/healthy_tabular.toml --quick --out "$out/bad" --set train.lr=-1
 grep -q "train.lr" "$out/stderr" || { echo "bad-input message does not name train.lr" >&2; exit 1; }
