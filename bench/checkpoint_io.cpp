@@ -1,7 +1,9 @@
-// Checkpoint save/load throughput, side by side in one run: traindx's save_checkpoint/load_checkpoint (safetensors,
-// a hash per tensor, fsync of every file and directory, the golden probe's forward pass, the manifest) versus
-// torch::save/torch::load of the same tensors (model parameters and buffers, optimizer slots, RNG state) through
-// LibTorch's serialize archives, for a small CNN (~0.5 MB of parameters) and an MLP with ~50 MB of parameters.
+// Checkpoint save/load throughput, side by side in one run: traindx's saves (the training loop's CheckpointWriter,
+// which copies and hashes the state and finishes in the background, timed both to its return and until durable;
+// save_checkpoint in the calling thread: safetensors, a hash per tensor, fsync of every file and directory, the
+// golden probe's forward pass, the manifest) and load_checkpoint versus torch::save/torch::load of the same tensors
+// (model parameters and buffers, optimizer slots, RNG state) through LibTorch's serialize archives, for a small CNN
+// (~0.5 MB of parameters) and an MLP with ~50 MB of parameters.
 // Also: `ckpt verify` (verify_checkpoint) against its parts, the probe's forward pass and load_checkpoint.
 //
 //   bench_checkpoint_io [DIR] [--reps N] [--case cnn|mlp]

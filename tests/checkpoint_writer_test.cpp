@@ -5,8 +5,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "test_support.h"
 #include "traindx/checkpoint/checkpoint.h"
@@ -146,6 +150,30 @@ TEST(CheckpointWriterTest, CloneCopiesValuesAndDrawsNoRandomNumbers) {
   }
   const auto buffers = by_name(trainer.model().named_buffers());
   for (const auto& [name, t] : copy->named_buffers()) EXPECT_TRUE(torch::equal(t, buffers.at(name))) << name;
+}
+
+// Loads of 1 MB and more read files on LibTorch's inter-op pool. Called from the pool's only thread, a load that
+// waited for a helper queued behind itself would hang; it must read those files itself instead.
+TEST(CheckpointLoadTest, LoadsFromTheInterOpPoolsOnlyThread) {
+  TempDir dir;
+  const Config c = config({R"(model.layers=[{type="flatten"}, {type="linear", out=512}, {type="relu"}, {type="linear"}])"});
+  Trainer trainer(c);
+  take_steps(trainer, 1);
+  const std::string saved = save_checkpoint(dir.file("ckpt"), trainer, c, {}, Json::object(),
+                                            CheckpointOptions::from_config(c));
+  ASSERT_GT(fs::file_size(saved + "/model.safetensors"), size_t{1} << 20);
+  at::set_num_interop_threads(1);  // this test process has not started the pool yet
+  auto loaded = std::make_shared<std::promise<int64_t>>();
+  std::future<int64_t> step = loaded->get_future();
+  at::launch([loaded, saved] {
+    try {
+      loaded->set_value(load_checkpoint(saved).step());
+    } catch (...) {
+      loaded->set_exception(std::current_exception());
+    }
+  });
+  ASSERT_EQ(step.wait_for(std::chrono::seconds(60)), std::future_status::ready) << "the load deadlocked";
+  EXPECT_EQ(step.get(), 1);
 }
 
 }  // namespace

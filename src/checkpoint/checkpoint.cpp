@@ -10,6 +10,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <numeric>
+#include <thread>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -794,6 +798,65 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 namespace {
+// Jobs on LibTorch's inter-op thread pool, whose threads outlive them: for a small checkpoint, creating a thread
+// per file cost more than reading it (the 5 MB CNN: ~0.6 ms with a thread per file, ~0.3 ms with two lanes on
+// pooled threads). join() runs here every job no pool thread has started, so a busy pool, or a caller that is itself
+// a pool thread, cannot deadlock; a job started after join() finds itself taken and touches nothing else.
+class PooledJobs {
+ public:
+  explicit PooledJobs(std::vector<std::function<void()>> jobs) : shared_(std::make_shared<Shared>(std::move(jobs))) {
+    for (size_t i = 0; i < shared_->jobs.size(); ++i) {
+      futures_.push_back(shared_->done[i].get_future());
+      at::launch([shared = shared_, i] {
+        if (shared->taken[i].exchange(true)) return;
+        try {
+          shared->jobs[i]();
+          shared->done[i].set_value();
+        } catch (...) {
+          shared->done[i].set_exception(std::current_exception());
+        }
+      });
+    }
+  }
+  PooledJobs(const PooledJobs&) = delete;
+  PooledJobs& operator=(const PooledJobs&) = delete;
+  // The jobs reference the caller's locals: never leave one running.
+  ~PooledJobs() {
+    try {
+      join();
+    } catch (...) {
+    }
+  }
+  /// Runs the jobs not started yet, waits for the others, rethrows the first failure.
+  void join() {
+    std::exception_ptr first;
+    for (size_t i = 0; i < futures_.size(); ++i) {
+      if (!futures_[i].valid()) continue;
+      try {
+        if (!shared_->taken[i].exchange(true)) {
+          futures_[i] = {};
+          shared_->jobs[i]();
+        } else {
+          futures_[i].get();
+        }
+      } catch (...) {
+        if (!first) first = std::current_exception();
+      }
+    }
+    if (first) std::rethrow_exception(first);
+  }
+
+ private:
+  struct Shared {
+    explicit Shared(std::vector<std::function<void()>> j) : jobs(std::move(j)), taken(jobs.size()), done(jobs.size()) {}
+    std::vector<std::function<void()>> jobs;
+    std::vector<std::atomic<bool>> taken;
+    std::vector<std::promise<void>> done;
+  };
+  std::shared_ptr<Shared> shared_;
+  std::vector<std::future<void>> futures_;
+};
+
 // A tensor file as read, with the hashes of what it holds (to compare with the manifest's).
 struct TensorFile {
   std::vector<NamedTensor> tensors;
@@ -826,24 +889,45 @@ Checkpoint load_checkpoint(const std::string& path) {
   Checkpoint c;
   c.dir = resolve_checkpoint(path);
   // The tensor files are read and hashed while the manifest is parsed and checked; their hashes are compared with
-  // the manifest's once both are done. From 1 MB of state the four files are read concurrently too: the copies from
-  // the page cache and the hashing overlap on a multi-core machine (the 5 MB CNN: 0.75-0.79x torch::load in turn,
-  // 0.90-1.11x concurrently, measured side by side). Below that, threads would cost more than they save. A bad
-  // manifest is reported first; get() rethrows a file's error.
+  // the manifest's once both are done. From 1 MB of state the files are spread over the cores, largest first to
+  // the least loaded: helper threads take theirs at once, this thread reads its share after the manifest (the 5 MB
+  // CNN: 0.40 ms in one thread, ~0.6 ms with a new thread per file, 0.25-0.3 ms with two lanes on pooled threads).
+  // Below 1 MB, threads would cost more than they save. A bad manifest is reported first; join() rethrows a file's
+  // error.
+  constexpr size_t kFiles = std::size(kTensorFiles);
+  std::array<uintmax_t, kFiles> sizes{};
   uintmax_t total_bytes = 0;
-  for (const char* f : kTensorFiles) {
+  for (size_t i = 0; i < kFiles; ++i) {
     std::error_code size_ec;
-    const uintmax_t size = fs::file_size(c.dir + "/" + f, size_ec);
-    if (!size_ec) total_bytes += size;
+    const uintmax_t size = fs::file_size(c.dir + "/" + kTensorFiles[i], size_ec);
+    sizes[i] = size_ec ? 0 : size;
+    total_bytes += sizes[i];
   }
-  const auto policy = total_bytes >= (uintmax_t{1} << 20) ? std::launch::async : std::launch::deferred;
-  std::vector<std::future<TensorFile>> files;
-  for (const char* file : kTensorFiles)
-    files.push_back(std::async(policy, [dir = c.dir, file] {
-      TensorFile f;
-      f.tensors = read_tensor_file(dir + "/" + file, f.hashes);
-      return f;
-    }));
+  // Large states are read in this thread alone: with two threads reading into fresh huge-page buffers at once, the
+  // 140 MB MLP's load took 9.5-57 ms from process to process on the development VM (a helper thread's reads slowed
+  // 4-10x now and then), in one thread 12.4 ms every time.
+  const bool parallel = total_bytes >= (uintmax_t{1} << 20) && total_bytes < static_cast<uintmax_t>(kLargeState);
+  const size_t lanes = parallel ? std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kFiles) : 1;
+  std::array<size_t, kFiles> order{};
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
+  std::vector<std::vector<size_t>> lane_files(lanes);
+  std::vector<uintmax_t> lane_bytes(lanes, 0);
+  for (const size_t file : order) {
+    const size_t lane = std::min_element(lane_bytes.begin(), lane_bytes.end()) - lane_bytes.begin();
+    lane_files[lane].push_back(file);
+    lane_bytes[lane] += sizes[file];
+  }
+  std::array<TensorFile, kFiles> read{};
+  auto read_lane = [&c, &read, &lane_files](size_t lane) {
+    for (const size_t file : lane_files[lane])
+      read[file].tensors = read_tensor_file(c.dir + "/" + kTensorFiles[file], read[file].hashes);
+  };
+  // Lane 0 is this thread's (the least loaded at the end, as the manifest is its work too).
+  std::reverse(lane_files.begin(), lane_files.end());
+  std::vector<std::function<void()>> helper_lanes;
+  for (size_t lane = 1; lane < lanes; ++lane) helper_lanes.push_back([&read_lane, lane] { read_lane(lane); });
+  PooledJobs helpers(std::move(helper_lanes));
 
   const std::string manifest_path = c.dir + "/manifest.json";
   const std::string text = read_file(manifest_path);
@@ -864,9 +948,10 @@ Checkpoint load_checkpoint(const std::string& path) {
   const Json& t = c.manifest["tensors"];
   for (const char* f : kTensorFiles)
     TRAINDX_CHECK(t.contains(f), CheckpointError, "{}: manifest lists no {}", manifest_path, f);
+  read_lane(0);
+  helpers.join();
   std::vector<NamedTensor>* targets[] = {&c.model, &c.optimizer, &c.rng, &c.probe};
-  for (size_t i = 0; i < files.size(); ++i)
-    *targets[i] = checked(c.dir, kTensorFiles[i], files[i].get(), t[kTensorFiles[i]]);
+  for (size_t i = 0; i < kFiles; ++i) *targets[i] = checked(c.dir, kTensorFiles[i], std::move(read[i]), t[kTensorFiles[i]]);
   return c;
 }
 
