@@ -646,7 +646,21 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
                           {"rule", r.rule},
                           {"alternatives", alternatives}};
     for (Finding f : r.findings) {
-      if (f.rule == "lr_range_no_descent" && overfit_passed) {
+      const auto smallest = std::min_element(off_scale.begin(), off_scale.end(),
+                                             [](const auto& a, const auto& b) { return a.second < b.second; });
+      if (f.rule == "lr_range_no_descent" && smallest != off_scale.end() && smallest->second < 1) {
+        // A layer far below the others' scale passes almost nothing on: the output hardly depends on the input until
+        // that layer has grown, which takes more steps than the sweep spends near any one rate.
+        f.message += fmt::format("; {} starts {:.0f}x below the other layers' scale (layer_init_scale), so the output "
+                                 "hardly depends on the input until it grows",
+                                 smallest->first, 1 / smallest->second);
+        f.causes.insert(f.causes.begin(), fmt::format("{} initialised far too small: the sweep's few steps per rate "
+                                                      "cannot grow it",
+                                                      smallest->first));
+        f.fixes.insert(f.fixes.begin(),
+                       fmt::format("fix {}'s initialisation first (see layer_init_scale), then rerun the range test",
+                                   smallest->first));
+      } else if (f.rule == "lr_range_no_descent" && overfit_passed) {
         // The model can memorise a batch but no rate makes the loss fall on the data: the labels, not the model.
         f.message += "; yet the model can fit one batch, so the labels most likely do not follow from the inputs";
         f.causes = {"labels unrelated to the inputs (shuffled, misaligned or wrongly joined labels)",

@@ -72,6 +72,9 @@ assert 100 < 1 / top["evidence"]["ratio"] < 2000, top["evidence"]
 dead = [f for f in report["findings"] if f["rule"] == "dead_relu" and f["layer"] == "relu2"]
 assert len(dead) == 1, [(f["rule"], f["layer"], f["step"]) for f in dead]
 assert "fc2" in dead[0]["causes"][0] and "fc2" in dead[0]["fixes"][0], dead[0]
+for f in report["findings"]:
+    if f["rule"] == "lr_range_no_descent":  # the labels are fine: the sweep must not blame them
+        assert "labels" not in f["message"] and "fc2" in f["fixes"][0], f
 init = next(c for c in report["checks"] if c["id"] == "init")
 assert [g["layer"] for g in init["details"]["layer_gains"]] == ["fc1", "fc2", "fc3"], init["details"]["layer_gains"]
 PY
