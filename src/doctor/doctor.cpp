@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <unordered_set>
 
@@ -148,6 +149,46 @@ Json scaled_layers(const Json& layers, double factor, bool is_top) {
     if ((type == "linear" || type == "conv2d") && l.contains("out") && !is_output)
       l["out"] = std::max<int64_t>(1, static_cast<int64_t>(std::llround(l["out"].get<double>() * factor)));
     out.push_back(l);
+  }
+  return out;
+}
+
+// ---- depth ladder ------------------------------------------------------------------------------------------------
+// A hidden block of a top-level layer list: a linear, conv2d or residual layer that is not the output layer,
+// with the layers that follow it (normalisation, activation, dropout) up to the next weight, pooling or flatten
+// layer. The depth ladder removes or repeats the last one.
+std::pair<size_t, size_t> last_hidden_block(const Json& layers) {
+  static const std::set<std::string> starts = {"linear", "conv2d", "residual"};
+  static const std::set<std::string> stops = {"linear",    "conv2d",    "residual",           "flatten",
+                                              "maxpool2d", "avgpool2d", "adaptive_avgpool2d"};
+  int64_t output = -1;
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i].value("type", "") == "linear") output = static_cast<int64_t>(i);
+  std::pair<size_t, size_t> block{0, 0};
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!starts.count(layers[i].value("type", "")) || static_cast<int64_t>(i) == output) continue;
+    size_t end = i + 1;
+    while (end < layers.size() && !stops.count(layers[end].value("type", ""))) ++end;
+    block = {i, end};
+  }
+  return block;
+}
+
+// The layers with their last hidden block removed (delta -1) or repeated (delta +1); empty when there is none.
+// Repeated layers lose their `name` (two layers cannot share one) and keep everything else.
+Json layers_with_depth(const Json& layers, int delta) {
+  const auto [begin, end] = last_hidden_block(layers);
+  if (begin == end) return Json();
+  Json out = Json::array();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (delta < 0 && i >= begin && i < end) continue;
+    out.push_back(layers[i]);
+    if (delta > 0 && i + 1 == end)
+      for (size_t j = begin; j < end; ++j) {
+        Json copy = layers[j];
+        copy.erase("name");
+        out.push_back(copy);
+      }
   }
   return out;
 }
@@ -874,17 +915,24 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
 
   // ---- 8. ladder -------------------------------------------------------------------------------------------------
   if (options.ladder) {
-    run_check("ladder", "Gradual complexity (width ladder)", [&](Json& d) -> Json {
+    run_check("ladder", "Gradual complexity (width and depth ladder)", [&](Json& d) -> Json {
       TRAINDX_CHECK(config.get_string("model.torchscript").empty(), ConfigError,
                     "--ladder needs model.layers (a TorchScript model cannot be resized)");
+      const Json base_layers = config.get("model.layers");
       Json variants = Json::array();
-      double best = -INFINITY;
-      std::string best_name;
-      for (double f : {0.25, 0.5, 1.0, 2.0}) {
+      Json skipped = Json::array();
+      // Trains one variant on the ladder's budget; a variant whose layers cannot be built is skipped with the reason.
+      auto train_variant = [&](const std::string& name, const Json& layers) -> std::optional<double> {
         Config c = config;
-        c.set_value("model.layers", scaled_layers(config.get("model.layers"), f, true), "doctor ladder");
+        c.set_value("model.layers", layers, "doctor ladder");
         c.set_value("train.max_steps", budget.ladder_steps, "doctor");
-        auto t = fresh_trainer(c, data);
+        std::unique_ptr<Trainer> t;
+        try {
+          t = fresh_trainer(c, data);
+        } catch (const ModelError& e) {
+          skipped.push_back({{"name", name}, {"reason", e.what()}});
+          return std::nullopt;
+        }
         ShuffleBatcher batcher(data.train_x.size(0), t->options().batch_size, 11);
         for (int64_t s = 0; s < budget.ladder_steps; ++s) {
           const Batch b = batcher.next();
@@ -894,19 +942,45 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
         const Json tm = t->evaluate(data.train_x.slice(0, 0, n), data.train_y.slice(0, 0, n));
         const Json vm = data.val_x.defined() && data.val_x.size(0) > 0 ? t->evaluate(data.val_x, data.val_y) : tm;
         const double score = vm.contains("accuracy") ? vm["accuracy"].get<double>() : -vm.value("loss", INFINITY);
-        const std::string name = fmt::format("width x{}", f);
         variants.push_back({{"name", name}, {"parameters", t->model().parameter_count()},
                             {"train_accuracy", tm.value("accuracy", NAN)}, {"val_accuracy", vm.value("accuracy", NAN)},
                             {"val_loss", vm.value("loss", NAN)}, {"score", score}});
-        if (score > best + 0.005) {
-          best = score;
-          best_name = name;
-        }
+        return score;
+      };
+      // Along each axis, the step after which the score stops improving by more than half a point.
+      auto climb = [](const std::vector<std::pair<std::string, std::optional<double>>>& rungs) {
+        double best = -INFINITY;
+        std::string best_name;
+        for (const auto& [name, score] : rungs)
+          if (score && *score > best + 0.005) {
+            best = *score;
+            best_name = name;
+          }
+        return best_name;
+      };
+      std::vector<std::pair<std::string, std::optional<double>>> widths, depths;
+      for (double f : {0.25, 0.5, 1.0, 2.0}) {
+        const std::string name = fmt::format("width x{}", f);
+        widths.emplace_back(name, train_variant(name, scaled_layers(base_layers, f, true)));
       }
+      const Json shallower = layers_with_depth(base_layers, -1);
+      const Json deeper = layers_with_depth(base_layers, +1);
+      if (!shallower.is_null()) depths.emplace_back("depth -1", train_variant("depth -1", shallower));
+      depths.emplace_back("width x1", widths[2].second);  // the configured model, trained once
+      if (!deeper.is_null()) depths.emplace_back("depth +1", train_variant("depth +1", deeper));
+      const std::string best_width = climb(widths);
+      const std::string best_depth = climb(depths);
       charts["ladder"] = {{"variants", variants}};
       d["variants"] = variants;
-      d["best"] = best_name;
-      return fmt::format("the score stops improving at {} ({} steps each)", best_name, budget.ladder_steps);
+      d["best"] = best_width;
+      d["best_width"] = best_width;
+      d["best_depth"] = depths.size() > 1 ? Json(best_depth == "width x1" ? "configured" : best_depth) : Json();
+      if (!skipped.empty()) d["skipped"] = skipped;
+      return fmt::format("the score stops improving at {} of the width ladder{} ({} steps each)", best_width,
+                         depths.size() > 1 ? fmt::format(" and at {} of the depth ladder",
+                                                         best_depth == "width x1" ? "the configured depth" : best_depth)
+                                           : std::string(" (no hidden block to remove or repeat)"),
+                         budget.ladder_steps);
     });
   }
 

@@ -330,8 +330,9 @@ void ladder_section(std::string& out, const Json& report) {
   section_open(out, "ladder", "Complexity ladder");
   const bool has_variants = non_empty(c, "variants");
   figure(out, "ladder", "Accuracy by model size",
-         "The same model trained on the same budget at growing sizes. Where validation accuracy stops rising, more "
-         "capacity no longer helps; where it falls while training accuracy rises, the larger variants overfit.",
+         "The same model trained on the same budget at growing widths, and with its last hidden block removed or "
+         "repeated. Where validation accuracy stops rising, more capacity no longer helps; where it falls while "
+         "training accuracy rises, the larger variants overfit.",
          has_variants, "No ladder variants were trained.", 300);
   if (has_variants) {
     // The best validation score is marked: it is the size the ladder recommends.

@@ -3,7 +3,7 @@
 # exit 1 with the planted cause ranked first (a learning rate far too high, where the failed overfit of one batch
 # must run its whole diagnosis ladder; constant init, where the overfit failure escalates the symmetric weights;
 # weights that overflow to inf, where the determinism audit must compare NaN runs bitwise; one layer initialised far
-# below the others); bad input gets exit 2.
+# below the others; the width and depth ladder); bad input gets exit 2.
 #   bash doctor.sh <traindx binary> <source dir>
 set -euo pipefail
 traindx=$1
@@ -77,6 +77,24 @@ for f in report["findings"]:
         assert "labels" not in f["message"] and "fc2" in f["fixes"][0], f
 init = next(c for c in report["checks"] if c["id"] == "init")
 assert [g["layer"] for g in init["details"]["layer_gains"]] == ["fc1", "fc2", "fc3"], init["details"]["layer_gains"]
+PY
+
+# --ladder: the width ladder (x0.25 .. x2) and the depth ladder (the last hidden block removed, then repeated),
+# each variant trained on the same budget, in report.json and on the page.
+expect_status 0 "$traindx" doctor bench/faults/healthy_tabular.toml --quick --ladder --out "$out/ladder" --json
+/usr/bin/python3 - "$out/ladder" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1] + "/report.json"))
+ladder = next(c for c in report["checks"] if c["id"] == "ladder")
+params = {v["name"]: v["parameters"] for v in ladder["details"]["variants"]}
+assert list(params) == ["width x0.25", "width x0.5", "width x1", "width x2", "depth -1", "depth +1"], params
+widths = [params[n] for n in ["width x0.25", "width x0.5", "width x1", "width x2"]]
+assert widths == sorted(set(widths)), widths
+# 30 features -> 32 -> 2: without the hidden block 30*2+2 parameters, with it repeated 32*32+32 more.
+assert params["depth -1"] == 62 and params["depth +1"] == params["width x1"] + 32 * 32 + 32, params
+assert ladder["details"]["best_width"] and ladder["details"]["best_depth"], ladder["details"]
+assert all(0 <= v["val_accuracy"] <= 1 for v in ladder["details"]["variants"])
+assert 'id="ladder"' in open(sys.argv[1] + "/report.html").read()
 PY
 
 expect_status 2 "$traindx" doctor bench/faults/healthy_tabular.toml --quick --out "$out/bad" --set train.lr=-1
