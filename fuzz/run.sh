@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) into build-fuzz/ and runs each for SECONDS (default 60)
 # on a copy of its seed corpus. Exits non-zero if a build fails or a target finds a crash, leak or timeout.
-#   fuzz/run.sh [SECONDS] [TARGET...]        targets: fuzz_safetensors fuzz_torch_state_dict
+#   fuzz/run.sh [SECONDS] [TARGET...]        targets: fuzz_safetensors fuzz_torch_state_dict fuzz_manifest
 # Findings (crash-*, leak-*, timeout-*) land in build-fuzz/artifacts/<target>/; reproduce one with
 #   build-fuzz/<target> build-fuzz/artifacts/<target>/crash-...
 set -euo pipefail
@@ -9,7 +9,7 @@ set -euo pipefail
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(fuzz_safetensors fuzz_torch_state_dict)
+[[ ${#targets[@]} -gt 0 ]] || targets=(fuzz_safetensors fuzz_torch_state_dict fuzz_manifest)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${root}/build-fuzz"

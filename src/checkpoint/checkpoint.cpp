@@ -12,16 +12,17 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <numeric>
-#include <thread>
 #include <cstring>
 #include <filesystem>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string_view>
+#include <thread>
 
+#include "traindx/checkpoint/manifest.h"
 #include "traindx/checkpoint/tensor_convert.h"
 #include "traindx/core/environment.h"
 #include "traindx/core/error.h"
@@ -32,8 +33,6 @@ namespace traindx {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kFormat = "traindx-checkpoint";
-constexpr int kFormatVersion = 1;
 const char* const kTensorFiles[] = {"model.safetensors", "optimizer.safetensors", "rng.safetensors",
                                     "probe.safetensors"};
 
@@ -184,12 +183,6 @@ std::vector<NamedTensor> read_tensor_file(const std::string& path, std::map<std:
     out.emplace_back(e.name, std::move(t));
   }
   return out;
-}
-
-// The manifest hash covers the canonical dump of the manifest without its own hash field.
-std::string manifest_hash(Json manifest) {
-  manifest.erase("manifest_hash");
-  return hash_bytes(manifest.dump());
 }
 
 // The golden probe: the first examples of the validation split (test when there is none), raw and preprocessed.
@@ -481,7 +474,7 @@ struct Snapshot {
   Json metrics;
 };
 
-// The live state as views (no copy on the CPU) and its description.
+// The live state as views (no copy) and its description.
 Snapshot take_snapshot(Trainer& trainer, const Config& config, const std::map<std::string, Json>& extra,
                        const Json& metrics, const Probe& probe) {
   Snapshot s;
@@ -490,15 +483,15 @@ Snapshot take_snapshot(Trainer& trainer, const Config& config, const std::map<st
   const auto params = model.named_parameters();
   s.model = params;
   for (const auto& b : model.named_buffers()) s.model.push_back(b);
-  for (auto& [n, t] : s.model) t = t.detach().cpu().contiguous();
+  for (auto& [n, t] : s.model) t = t.detach();  // write_snapshot brings them to the CPU, if they are not there
   Json optimizer_scalars;
   s.optimizer = optimizer_state_tensors(trainer.optimizer(), params, optimizer_scalars);
   s.rng = {{"cpu", cpu_rng_state()}};
   s.metrics = metrics;
 
   Json& m = s.manifest;
-  m["format"] = kFormat;
-  m["version"] = kFormatVersion;
+  m["format"] = kCheckpointFormat;
+  m["version"] = kCheckpointFormatVersion;
   m["step"] = s.step;
   m["created_at"] = utc_now_iso();
   m["config_toml"] = config.to_toml();
@@ -606,7 +599,7 @@ std::string write_snapshot(const std::string& root, Snapshot& s, Model& probe_mo
   Json manifest = std::move(s.manifest);
   manifest["environment"] = environment_fingerprint();
   manifest["tensors"] = tensor_hashes;
-  manifest["manifest_hash"] = manifest_hash(manifest);
+  manifest["manifest_hash"] = checkpoint_manifest_hash(manifest);
   const std::string manifest_text = manifest.dump(2) + "\n";
   write_unsynced(tmp_dir + "/manifest.json", {manifest_text});
   // Every file's data and the directory's entries reach the disk before the directory is renamed into place.
@@ -930,24 +923,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   PooledJobs helpers(std::move(helper_lanes));
 
   const std::string manifest_path = c.dir + "/manifest.json";
-  const std::string text = read_file(manifest_path);
-  c.manifest = Json::parse(text, nullptr, false);
-  TRAINDX_CHECK(!c.manifest.is_discarded() && c.manifest.is_object(), CheckpointError,
-                "{}: not valid JSON (truncated or corrupt)", manifest_path);
-  TRAINDX_CHECK(c.manifest.value("format", "") == kFormat, CheckpointError, "{}: not a traindx checkpoint manifest",
-                manifest_path);
-  TRAINDX_CHECK(c.manifest.value("version", 0) <= kFormatVersion, CheckpointError,
-                "{}: checkpoint format version {} is newer than this traindx reads ({}); upgrade traindx",
-                manifest_path, c.manifest.value("version", 0), kFormatVersion);
-  TRAINDX_CHECK(c.manifest.contains("manifest_hash") && c.manifest["manifest_hash"].is_string(), CheckpointError,
-                "{}: manifest_hash missing", manifest_path);
-  TRAINDX_CHECK(manifest_hash(c.manifest) == c.manifest["manifest_hash"].get<std::string>(), CheckpointError,
-                "{}: manifest_hash does not match the manifest: the file is corrupt or was edited", manifest_path);
-  TRAINDX_CHECK(c.manifest.contains("tensors") && c.manifest["tensors"].is_object(), CheckpointError,
-                "{}: no tensor table", manifest_path);
+  c.manifest = parse_checkpoint_manifest(read_file(manifest_path), manifest_path);
   const Json& t = c.manifest["tensors"];
-  for (const char* f : kTensorFiles)
-    TRAINDX_CHECK(t.contains(f), CheckpointError, "{}: manifest lists no {}", manifest_path, f);
   read_lane(0);
   helpers.join();
   std::vector<NamedTensor>* targets[] = {&c.model, &c.optimizer, &c.rng, &c.probe};
@@ -1056,7 +1033,13 @@ std::map<std::string, Json> restore_trainer(Trainer& trainer, const Checkpoint& 
   const Json& tr = c.manifest.at("trainer");
   trainer.set_step(tr.at("step").get<int64_t>());
   if (options.batcher) trainer.batcher().restore(BatcherState::from_json(tr.at("batcher")));
-  if (options.early_stopping) trainer.early_stopping().load_json(tr.at("early_stopping"));
+  if (options.early_stopping) {
+    try {
+      trainer.early_stopping().load_json(tr.at("early_stopping"));
+    } catch (const Json::exception& e) {
+      TRAINDX_FAIL(CheckpointError, "{}/manifest.json: trainer.early_stopping is malformed: {}", c.dir, e.what());
+    }
+  }
   TRAINDX_CHECK(tr.at("schedule").value("total_steps", int64_t{0}) == trainer.schedule().total_steps(), CheckpointError,
                 "{}: the schedule was planned for {} steps but this config gives {}; resume with the same "
                 "train.epochs / train.max_steps",
