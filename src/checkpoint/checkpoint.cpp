@@ -1,6 +1,5 @@
 #include "traindx/checkpoint/checkpoint.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -16,7 +15,6 @@
 #include <filesystem>
 #include <future>
 #include <memory>
-#include <mutex>
 #include <numeric>
 #include <optional>
 #include <string_view>
@@ -33,8 +31,6 @@ namespace traindx {
 namespace fs = std::filesystem;
 namespace {
 
-const char* const kTensorFiles[] = {"model.safetensors", "optimizer.safetensors", "rng.safetensors",
-                                    "probe.safetensors"};
 
 void fsync_path(const std::string& path, bool directory) {
   const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
@@ -112,12 +108,12 @@ std::shared_ptr<char> file_buffer(size_t size) {
 std::vector<NamedTensor> read_tensor_file(const std::string& path, std::map<std::string, std::string>& hashes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   TRAINDX_CHECK(fd >= 0, IoError, "cannot open '{}': {}", path, std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    TRAINDX_FAIL(IoError, "cannot read '{}': {}", path, std::strerror(err));
-  }
+  TRAINDX_CHECK(::fstat(fd, &st) == 0, IoError, "cannot read '{}': {}", path, std::strerror(errno));
   const auto size = static_cast<size_t>(st.st_size);
   const std::shared_ptr<char> image = file_buffer(size);
   size_t done = 0;
@@ -132,21 +128,13 @@ std::vector<NamedTensor> read_tensor_file(const std::string& path, std::map<std:
   };
   // A file that ends early (or shrank after fstat) is reported by the parser, from the bytes that were there.
   auto fail_short = [&]() -> std::vector<NamedTensor> {
-    ::close(fd);
     (void)parse_safetensors_index(std::string_view(image.get(), done), path);
     TRAINDX_FAIL(CheckpointError, "{}: the file shrank to {} bytes while it was read", path, done);
   };
   if (!read_to(std::min<size_t>(size, 8)) || size < 8) return fail_short();
-  uint64_t header_size = 0;
-  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(image.get()[i]);
+  const uint64_t header_size = safetensors_header_length(std::string_view(image.get(), 8));
   if (header_size <= size - 8 && !read_to(8 + static_cast<size_t>(header_size))) return fail_short();
-  SafetensorsIndex index;
-  try {
-    index = parse_safetensors_layout(std::string_view(image.get(), size), path);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
+  const SafetensorsIndex index = parse_safetensors_layout(std::string_view(image.get(), size), path);
   std::vector<std::unique_ptr<TensorHasher>> hashers;
   hashers.reserve(index.entries.size());
   for (const auto& e : index.entries) hashers.push_back(std::make_unique<TensorHasher>(e.dtype, e.shape));
@@ -163,7 +151,6 @@ std::vector<NamedTensor> read_tensor_file(const std::string& path, std::map<std:
       if (pos == e.offset + e.size) ++next;
     }
   }
-  ::close(fd);
   const std::string_view bytes(image.get(), size);
   check_safetensors_values(index, bytes, path);
   std::vector<NamedTensor> out;
@@ -328,23 +315,6 @@ CheckpointOptions CheckpointOptions::from_config(const Config& c) {
 
 std::string checkpoint_dir_name(int64_t step) { return fmt::format("step-{:08d}", step); }
 
-torch::Tensor cpu_rng_state() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_cpu_rng_state(const torch::Tensor& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  try {
-    gen.set_state(state);
-  } catch (const c10::Error& e) {
-    TRAINDX_FAIL(CheckpointError, "the stored CPU RNG state does not fit this LibTorch: {}",
-                 std::string(e.what_without_backtrace()).substr(0, 200));
-  }
-}
-
 std::vector<NamedTensor> optimizer_state_tensors(torch::optim::Optimizer& optimizer,
                                                  const std::vector<NamedTensor>& named_parameters, Json& scalars) {
   using namespace torch::optim;
@@ -463,7 +433,7 @@ namespace {
 
 // One checkpoint's content, taken at one moment of training: the tensors (views of the live state for a save in
 // the training thread, copies for a background save), the hashes already known (a background snapshot hashes
-// while it copies), and the manifest fields that describe the trainer at that moment.
+// while it copies), and the manifest fields that describe the trainer at that moment (metrics among them).
 struct Snapshot {
   int64_t step = 0;
   std::vector<NamedTensor> model;  // parameters, then buffers
@@ -471,8 +441,14 @@ struct Snapshot {
   std::vector<NamedTensor> rng;
   std::map<std::string, std::string> known_hashes;  // "<file>/<tensor>"
   Json manifest;                                    // all but environment, tensors and manifest_hash
-  Json metrics;
 };
+
+// Parameters, then buffers: the tensors of model.safetensors, in the model's order.
+std::vector<NamedTensor> model_tensors(const Model& model) {
+  std::vector<NamedTensor> out = model.named_parameters();
+  for (const auto& b : model.named_buffers()) out.push_back(b);
+  return out;
+}
 
 // The live state as views (no copy) and its description.
 Snapshot take_snapshot(Trainer& trainer, const Config& config, const std::map<std::string, Json>& extra,
@@ -481,13 +457,11 @@ Snapshot take_snapshot(Trainer& trainer, const Config& config, const std::map<st
   s.step = trainer.step();
   Model& model = trainer.model();
   const auto params = model.named_parameters();
-  s.model = params;
-  for (const auto& b : model.named_buffers()) s.model.push_back(b);
+  s.model = model_tensors(model);
   for (auto& [n, t] : s.model) t = t.detach();  // write_snapshot brings them to the CPU, if they are not there
   Json optimizer_scalars;
   s.optimizer = optimizer_state_tensors(trainer.optimizer(), params, optimizer_scalars);
   s.rng = {{"cpu", cpu_rng_state()}};
-  s.metrics = metrics;
 
   Json& m = s.manifest;
   m["format"] = kCheckpointFormat;
@@ -521,12 +495,12 @@ Snapshot take_snapshot(Trainer& trainer, const Config& config, const std::map<st
 
 // Copies `from` into `to` (same shape and dtype) and returns the tensor's hash (hash_tensor's), hashing each chunk
 // right after copying it, while it is still in cache: one pass over memory instead of two. Tensors that are not
-// contiguous CPU memory are copied by LibTorch and hashed later (""), when they are written.
-std::string copy_and_hash(const torch::Tensor& from, const torch::Tensor& to) {
+// contiguous CPU memory are copied by LibTorch and hashed later, when they are written (nullopt).
+std::optional<std::string> copy_and_hash(const torch::Tensor& from, const torch::Tensor& to) {
   torch::NoGradGuard no_grad;
   if (!from.device().is_cpu() || !to.device().is_cpu() || !from.is_contiguous() || !to.is_contiguous()) {
     to.copy_(from);
-    return "";
+    return std::nullopt;
   }
   const auto* source = static_cast<const char*>(from.data_ptr());
   auto* target = static_cast<char*>(to.data_ptr());
@@ -568,7 +542,7 @@ std::string write_snapshot(const std::string& root, Snapshot& s, Model& probe_mo
     Json hashes = Json::object();
     for (const auto& [tensor, t] : tensors) {
       const auto known = s.known_hashes.find(std::string(file) + "/" + tensor);
-      hashes[tensor] = known != s.known_hashes.end() && !known->second.empty() ? known->second : hash_tensor(t);
+      hashes[tensor] = known != s.known_hashes.end() ? known->second : hash_tensor(t);
     }
     return hashes;
   };
@@ -604,7 +578,7 @@ std::string write_snapshot(const std::string& root, Snapshot& s, Model& probe_mo
   write_unsynced(tmp_dir + "/manifest.json", {manifest_text});
   // Every file's data and the directory's entries reach the disk before the directory is renamed into place.
   std::vector<std::pair<std::string, bool>> to_sync = {{tmp_dir + "/manifest.json", false}, {tmp_dir, true}};
-  for (const char* file : kTensorFiles) to_sync.emplace_back(tmp_dir + "/" + file, false);
+  for (const char* file : kCheckpointTensorFiles) to_sync.emplace_back(tmp_dir + "/" + file, false);
   fsync_paths(to_sync);
 
   // Replace an older checkpoint of the same step (a resumed run re-saving) only after the new one is complete.
@@ -636,7 +610,7 @@ std::string write_snapshot(const std::string& root, Snapshot& s, Model& probe_mo
   if (!old_dir.empty()) fs::remove_all(old_dir, ec);
 
   // Keep-best bookkeeping: best.json names the best checkpoint by the chosen metric.
-  const Json& metrics = s.metrics;
+  const Json& metrics = manifest["metrics"];
   std::string best_name;
   if (!options.keep_best_metric.empty() && metrics.contains(options.keep_best_metric) &&
       metrics[options.keep_best_metric].is_number()) {
@@ -679,12 +653,6 @@ bool same_layout(const std::vector<NamedTensor>& a, const std::vector<NamedTenso
         a[i].second.scalar_type() != b[i].second.scalar_type() || a[i].second.device() != b[i].second.device())
       return false;
   return true;
-}
-
-std::vector<NamedTensor> model_tensors(const Model& model) {
-  std::vector<NamedTensor> out = model.named_parameters();
-  for (const auto& b : model.named_buffers()) out.push_back(b);
-  return out;
 }
 
 }  // namespace
@@ -733,39 +701,37 @@ std::string CheckpointWriter::save(Trainer& trainer, const Config& config, const
   wait();
   State& st = *state_;
   if (!st.probe) st.probe = make_probe(trainer.data(), st.options.probe_size);
-  const std::vector<NamedTensor> live = model_tensors(trainer.model());
-  if (!st.cannot_clone && (!st.shadow || !same_layout(model_tensors(*st.shadow), live))) {
+  Snapshot s = take_snapshot(trainer, config, extra, metrics, *st.probe);
+  if (!st.cannot_clone && (!st.shadow || !same_layout(model_tensors(*st.shadow), s.model))) {
     st.shadow = trainer.model().clone();
     st.cannot_clone = st.shadow == nullptr;
     if (st.shadow) st.shadow->train(false);  // it only ever runs the probe
   }
+  const bool large = tensor_bytes(s.model) + tensor_bytes(s.optimizer) >= kLargeState;
   if (!st.shadow) {
-    st.last_written = save_checkpoint(st.root, trainer, config, extra, metrics, st.options);
+    st.last_written = write_snapshot(st.root, s, trainer.model(), *st.probe, st.options, large);
     return st.last_written;
   }
 
-  Snapshot s = take_snapshot(trainer, config, extra, metrics, *st.probe);
   // The model's values go into the shadow model, which the probe then runs through; optimizer slots into kept
   // buffers. Training may change the live tensors as soon as this returns.
   std::vector<NamedTensor> copies = model_tensors(*st.shadow);
   for (size_t i = 0; i < copies.size(); ++i) {
-    s.known_hashes["model.safetensors/" + live[i].first] = copy_and_hash(live[i].second.detach(), copies[i].second);
-    copies[i].first = live[i].first;
-    copies[i].second = copies[i].second.detach();
+    const auto& [name, live] = s.model[i];
+    if (auto h = copy_and_hash(live, copies[i].second)) s.known_hashes["model.safetensors/" + name] = std::move(*h);
+    s.model[i].second = copies[i].second.detach();
   }
-  s.model = std::move(copies);
   for (auto& [name, t] : s.optimizer) {
     torch::Tensor& copy = st.optimizer_copies[name];
     if (!copy.defined() || copy.sizes() != t.sizes() || copy.scalar_type() != t.scalar_type())
       copy = torch::empty(t.sizes(), t.options().device(torch::kCPU));
-    s.known_hashes["optimizer.safetensors/" + name] = copy_and_hash(t, copy);
+    if (auto h = copy_and_hash(t, copy)) s.known_hashes["optimizer.safetensors/" + name] = std::move(*h);
     t = copy;
   }
   const std::string dir = st.root + "/" + checkpoint_dir_name(s.step);
-  st.in_flight = std::async(std::launch::async, [&st, s = std::move(s)]() mutable {
+  st.in_flight = std::async(std::launch::async, [&st, large, s = std::move(s)]() mutable {
     // A new thread starts with OpenMP's default thread count; the probe must run as training does.
     at::init_num_threads();
-    const bool large = tensor_bytes(s.model) + tensor_bytes(s.optimizer) >= kLargeState;
     return write_snapshot(st.root, s, *st.shadow, *st.probe, st.options, large);
   });
   return dir;
@@ -856,15 +822,15 @@ struct TensorFile {
   std::map<std::string, std::string> hashes;
 };
 
+// `hashes` is the manifest's table for `file`, an object of hash strings (parse_checkpoint_manifest checked it).
 std::vector<NamedTensor> checked(const std::string& dir, const char* file, TensorFile read, const Json& hashes) {
   const std::string path = dir + "/" + file;
-  TRAINDX_CHECK(hashes.is_object(), CheckpointError, "{}/manifest.json: no tensor hashes for {}", dir, file);
   std::set<std::string> seen;
   for (const auto& [name, t] : read.tensors) {
     TRAINDX_CHECK(hashes.contains(name), CheckpointError,
                   "{}: tensor '{}' is not listed in manifest.json (the file was changed after saving)", path, name);
     const std::string& h = read.hashes.at(name);
-    const std::string expected = hashes[name].is_string() ? hashes[name].get<std::string>() : hashes[name].dump();
+    const std::string& expected = hashes[name].get_ref<const std::string&>();
     TRAINDX_CHECK(h == expected, CheckpointError,
                   "{}: tensor '{}' does not match its hash in manifest.json ({} vs {}): the file is corrupt or was "
                   "modified",
@@ -878,7 +844,7 @@ std::vector<NamedTensor> checked(const std::string& dir, const char* file, Tenso
 }
 }  // namespace
 
-Checkpoint load_checkpoint(const std::string& path) {
+Checkpoint load_checkpoint(const std::string& path, const std::function<void(const Checkpoint&)>& on_manifest) {
   Checkpoint c;
   c.dir = resolve_checkpoint(path);
   // The tensor files are read and hashed while the manifest is parsed and checked; their hashes are compared with
@@ -887,12 +853,12 @@ Checkpoint load_checkpoint(const std::string& path) {
   // CNN: 0.40 ms in one thread, ~0.6 ms with a new thread per file, 0.25-0.3 ms with two lanes on pooled threads).
   // Below 1 MB, threads would cost more than they save. A bad manifest is reported first; join() rethrows a file's
   // error.
-  constexpr size_t kFiles = std::size(kTensorFiles);
+  constexpr size_t kFiles = std::size(kCheckpointTensorFiles);
   std::array<uintmax_t, kFiles> sizes{};
   uintmax_t total_bytes = 0;
   for (size_t i = 0; i < kFiles; ++i) {
     std::error_code size_ec;
-    const uintmax_t size = fs::file_size(c.dir + "/" + kTensorFiles[i], size_ec);
+    const uintmax_t size = fs::file_size(c.dir + "/" + kCheckpointTensorFiles[i], size_ec);
     sizes[i] = size_ec ? 0 : size;
     total_bytes += sizes[i];
   }
@@ -914,7 +880,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   std::array<TensorFile, kFiles> read{};
   auto read_lane = [&c, &read, &lane_files](size_t lane) {
     for (const size_t file : lane_files[lane])
-      read[file].tensors = read_tensor_file(c.dir + "/" + kTensorFiles[file], read[file].hashes);
+      read[file].tensors = read_tensor_file(c.dir + "/" + kCheckpointTensorFiles[file], read[file].hashes);
   };
   // Lane 0 is this thread's (the least loaded at the end, as the manifest is its work too).
   std::reverse(lane_files.begin(), lane_files.end());
@@ -925,10 +891,11 @@ Checkpoint load_checkpoint(const std::string& path) {
   const std::string manifest_path = c.dir + "/manifest.json";
   c.manifest = parse_checkpoint_manifest(read_file(manifest_path), manifest_path);
   const Json& t = c.manifest["tensors"];
+  if (on_manifest) on_manifest(c);
   read_lane(0);
   helpers.join();
   std::vector<NamedTensor>* targets[] = {&c.model, &c.optimizer, &c.rng, &c.probe};
-  for (size_t i = 0; i < kFiles; ++i) *targets[i] = checked(c.dir, kTensorFiles[i], std::move(read[i]), t[kTensorFiles[i]]);
+  for (size_t i = 0; i < kFiles; ++i) *targets[i] = checked(c.dir, kCheckpointTensorFiles[i], std::move(read[i]), t[kCheckpointTensorFiles[i]]);
   return c;
 }
 

@@ -8,7 +8,6 @@
 #include <future>
 #include <limits>
 
-#include "traindx/checkpoint/manifest.h"
 #include "traindx/checkpoint/tensor_convert.h"
 #include "traindx/core/environment.h"
 #include "traindx/core/error.h"
@@ -279,25 +278,23 @@ Json VerifyReport::to_json() const {
 VerifyReport verify_checkpoint(const std::string& path, const VerifyOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   VerifyReport report;
-  // A large model is built while the checkpoint is read and hash-checked: LibTorch's module constructors draw every
-  // initial weight (~37 ms for the 11.6M-parameter MLP, three times its load). That needs the manifest first, read
-  // here once more (load_checkpoint checks it either way); any problem with it is left to load_checkpoint. Small
+  // A large model is built while the checkpoint's tensors are read and hash-checked: LibTorch's module
+  // constructors draw every initial weight (~37 ms for the 11.6M-parameter MLP, three times its load). Small
   // models are built in turn: for the 421k-parameter CNN a second thread made verify slower (12.7 -> 16.5 ms).
   constexpr int64_t kBuildAlongsideFrom = 2'000'000;  // parameters
-  auto build_alongside = [&]() -> std::future<std::shared_ptr<Model>> {
+  std::future<std::shared_ptr<Model>> early_model;
+  const Checkpoint ck = load_checkpoint(path, [&](const Checkpoint& partial) {
+    if (partial.manifest["model"]["parameters"].get<int64_t>() < kBuildAlongsideFrom) return;
+    Config config;
     try {
-      const std::string dir = resolve_checkpoint(path);
-      const Json m = parse_checkpoint_manifest(read_file(dir + "/manifest.json"), dir + "/manifest.json");
-      if (m.at("model").at("parameters").get<int64_t>() < kBuildAlongsideFrom) return {};
-      Config config = Config::from_string(m.at("config_toml").get<std::string>(), dir + "/manifest.json:config_toml");
+      config = partial.config();
       for (const auto& s : options.sets) config.set(s);
-      return std::async(std::launch::async, [config, info = m.at("data_info")] { return build_for(config, info); });
     } catch (const Error&) {
-      return {};
+      return;  // reported below, where the current config is made
     }
-  };
-  std::future<std::shared_ptr<Model>> early_model = build_alongside();
-  const Checkpoint ck = load_checkpoint(path);
+    early_model = std::async(std::launch::async,
+                             [config, info = partial.manifest["data_info"]] { return build_for(config, info); });
+  });
   report.checkpoint = ck.dir;
   const Config saved = ck.config();
   Config current_config = saved;

@@ -12,8 +12,6 @@ namespace {
 
 using Json = nlohmann::json;
 constexpr int kMaxDepth = 64;
-const char* const kTensorFiles[] = {"model.safetensors", "optimizer.safetensors", "rng.safetensors",
-                                    "probe.safetensors"};
 
 enum class Kind { Object, Array, String, Integer, Number, Boolean };
 
@@ -137,7 +135,7 @@ Json parse_checkpoint_manifest(std::string_view text, const std::string& source)
                 "{}: manifest_hash does not match the manifest: the file is corrupt or was edited", source);
 
   const Fields tensors = top.at("tensors");
-  for (const char* file : kTensorFiles) {
+  for (const char* file : kCheckpointTensorFiles) {
     const Json& table = tensors.need(file, Kind::Object);
     for (auto it = table.begin(); it != table.end(); ++it)
       TRAINDX_CHECK(it.value().is_string() && is_hex32(it.value().get<std::string>()), CheckpointError,

@@ -139,6 +139,8 @@ SafetensorsIndex parse_safetensors_index(std::string_view bytes, const std::stri
   return index;
 }
 
+uint64_t safetensors_header_length(std::string_view first8) { return read_u64_le(first8.data()); }
+
 SafetensorsIndex parse_safetensors_layout(std::string_view bytes, const std::string& source) {
   TRAINDX_CHECK(bytes.size() >= 8, CheckpointError,
                 "{}: not a safetensors file: {} bytes, shorter than the 8-byte header length", source, bytes.size());

@@ -1,6 +1,5 @@
 // Layer stacks built from model.layers: the layer table (validation, names, docs), shape inference, init, and the
 // Model implementation over a LayerStack module.
-#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -9,13 +8,13 @@
 #include <limits>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "traindx/core/error.h"
+#include "traindx/core/rng.h"
 #include "traindx/core/text.h"
 #include "traindx/model/model.h"
 
@@ -840,16 +839,10 @@ class LayerStackModel final : public Model {
     // Rebuilt from the options, which draws initial weights from the global generator: its state is put back so
     // that a clone taken during training (a background checkpoint) does not change the random numbers training
     // sees next. The initial weights are then overwritten.
-    auto generator = at::detail::getDefaultCPUGenerator();
-    torch::Tensor rng_state;
+    std::shared_ptr<Model> copy;
     {
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      rng_state = generator.get_state();
-    }
-    std::shared_ptr<Model> copy = build_model(options_, input_shape_, outputs_);
-    {
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(rng_state);
+      const CpuRngScope keep_rng;
+      copy = build_model(options_, input_shape_, outputs_);
     }
     if (reference_.defined()) copy->to(reference_.device(), reference_.scalar_type());
     torch::NoGradGuard no_grad;

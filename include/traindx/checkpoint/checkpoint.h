@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "traindx/core/config.h"
+#include "traindx/core/rng.h"  // cpu_rng_state(): the RNG states a checkpoint holds
 #include "traindx/data/data.h"
 #include "traindx/model/model.h"
 #include "traindx/train/trainer.h"
@@ -97,8 +98,11 @@ struct Checkpoint {
 
 /// Reads a checkpoint, checks the manifest hash and every tensor hash. Never executes code from the files.
 /// Throws CheckpointError naming the file and tensor on corruption, truncation, a hash mismatch or a path
-/// outside the checkpoint directory.
-Checkpoint load_checkpoint(const std::string& path);
+/// outside the checkpoint directory. `on_manifest`, when given, is called with the checkpoint's dir and checked
+/// manifest (no tensors yet) before the tensor files are read in this thread, to start work that needs only the
+/// manifest (e.g. building the model) alongside the reading.
+Checkpoint load_checkpoint(const std::string& path,
+                           const std::function<void(const Checkpoint&)>& on_manifest = {});
 
 /// How tensors of a checkpoint were matched to a model.
 struct KeyReport {
@@ -143,9 +147,6 @@ std::map<std::string, Json> restore_trainer(Trainer& trainer, const Checkpoint& 
 Json table_to_json(const Table& table);
 Table table_from_json(const Json& doc);
 
-/// The CPU generator state (5056 bytes in LibTorch 1.13) and its restoration, under the generator's mutex.
-torch::Tensor cpu_rng_state();
-void set_cpu_rng_state(const torch::Tensor& state);
 
 /// The optimizer's per-parameter state as named tensors "<parameter>/<slot>" plus scalar slots (step counts) in
 /// `scalars`; parameter names from `named_parameters` (the optimizer's keys are tensor addresses).

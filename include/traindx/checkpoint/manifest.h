@@ -16,6 +16,10 @@ inline constexpr const char* kCheckpointFormat = "traindx-checkpoint";
 /// The newest manifest version this build writes and reads.
 inline constexpr int kCheckpointFormatVersion = 1;
 
+/// The tensor files of a checkpoint directory, in the order the manifest's "tensors" table and Checkpoint list them.
+inline constexpr const char* kCheckpointTensorFiles[] = {"model.safetensors", "optimizer.safetensors",
+                                                         "rng.safetensors", "probe.safetensors"};
+
 /// XXH3-128 of the manifest's canonical dump without its "manifest_hash" field.
 std::string checkpoint_manifest_hash(nlohmann::json manifest);
 

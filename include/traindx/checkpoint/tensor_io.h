@@ -91,6 +91,10 @@ struct SafetensorsFile {
 /// reference implementation requires); a BOOL tensor holds a byte other than 0 or 1.
 SafetensorsIndex parse_safetensors_index(std::string_view bytes, const std::string& source);
 
+/// The header length a safetensors file announces in its first 8 bytes (`first8.size()` must be at least 8), for
+/// a reader that fetches the header before the rest; unchecked: parse_safetensors_layout checks it.
+uint64_t safetensors_header_length(std::string_view first8);
+
 /// The two halves of parse_safetensors_index, for a reader that parses the header before the data section is in
 /// memory: parse_safetensors_layout reads only the header (bytes.size() must be the whole file's size; the data
 /// section may still be unfilled) and checks everything but the values; check_safetensors_values then checks the
