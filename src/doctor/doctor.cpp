@@ -135,12 +135,18 @@ OverfitAttempt overfit_attempt(const Config& base, const PreparedData& data, con
 
 // ---- width ladder ------------------------------------------------------------------------------------------------
 
-Json scaled_layers(const Json& layers, double factor, bool is_top) {
-  Json out = Json::array();
-  // The last linear layer keeps its size (it is the output); every other width scales.
+// The index of a top-level layer list's output layer, its last linear layer (-1 when it has none).
+int64_t output_layer(const Json& layers) {
   int64_t last_linear = -1;
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i].value("type", "") == "linear") last_linear = static_cast<int64_t>(i);
+  return last_linear;
+}
+
+Json scaled_layers(const Json& layers, double factor, bool is_top) {
+  Json out = Json::array();
+  // The output layer keeps its size; every other width scales.
+  const int64_t last_linear = output_layer(layers);
   for (size_t i = 0; i < layers.size(); ++i) {
     Json l = layers[i];
     const std::string type = l.value("type", "");
@@ -161,9 +167,7 @@ std::pair<size_t, size_t> last_hidden_block(const Json& layers) {
   static const std::set<std::string> starts = {"linear", "conv2d", "residual"};
   static const std::set<std::string> stops = {"linear",    "conv2d",    "residual",           "flatten",
                                               "maxpool2d", "avgpool2d", "adaptive_avgpool2d"};
-  int64_t output = -1;
-  for (size_t i = 0; i < layers.size(); ++i)
-    if (layers[i].value("type", "") == "linear") output = static_cast<int64_t>(i);
+  const int64_t output = output_layer(layers);
   std::pair<size_t, size_t> block{0, 0};
   for (size_t i = 0; i < layers.size(); ++i) {
     if (!starts.count(layers[i].value("type", "")) || static_cast<int64_t>(i) == output) continue;
@@ -310,11 +314,34 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
     checks.push_back(entry);
   };
   // Weight layers initialised far off the others' scale (the initialisation check), layer -> how far, and the
-  // model's layers in order: a dead ReLU fed by a layer with weights far too small is that layer's doing.
+  // model's layers in order. A layer with weights far too small explains what later checks see: the dead ReLUs it
+  // feeds, and a range test in which no rate moves the loss.
   std::map<std::string, double> off_scale;
   std::set<std::string> weight_layers;
   std::vector<std::string> layer_order;
+  // The layer initialised furthest below the others, if any is.
+  auto smallest_layer = [&]() -> const std::pair<const std::string, double>* {
+    const auto it = std::min_element(off_scale.begin(), off_scale.end(),
+                                     [](const auto& a, const auto& b) { return a.second < b.second; });
+    return it != off_scale.end() && it->second < 1 ? &*it : nullptr;
+  };
   auto link_to_cause = [&](Finding& f) {
+    if (f.rule == "lr_range_no_descent") {
+      const auto* small = smallest_layer();
+      if (!small) return;
+      // Such a layer passes almost nothing on: the output hardly depends on the input until the layer has grown,
+      // which takes more steps than the sweep spends near any one rate.
+      f.message += fmt::format("; {} starts {:.0f}x below the other layers' scale (layer_init_scale), so the output "
+                               "hardly depends on the input until it grows",
+                               small->first, 1 / small->second);
+      f.causes.insert(f.causes.begin(),
+                      fmt::format("{} initialised far too small: the sweep's few steps per rate cannot grow it",
+                                  small->first));
+      f.fixes.insert(f.fixes.begin(),
+                     fmt::format("fix {}'s initialisation first (see layer_init_scale), then rerun the range test",
+                                 small->first));
+      return;
+    }
     if (f.rule != "dead_relu") return;
     const auto at = std::find(layer_order.begin(), layer_order.end(), f.layer);
     if (at == layer_order.end()) return;
@@ -322,15 +349,14 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
     const auto feeder = std::find_if(std::make_reverse_iterator(at), layer_order.rend(),
                                      [&](const std::string& name) { return weight_layers.count(name) > 0; });
     if (feeder == layer_order.rend()) return;
-    const auto it = feeder;
-    const auto off = off_scale.find(*it);
+    const auto off = off_scale.find(*feeder);
     if (off == off_scale.end() || off->second >= 1) return;
     f.causes.insert(f.causes.begin(),
                     fmt::format("{} feeds it with weights {:.0f}x smaller than the other layers' for their fan-in "
                                 "(layer_init_scale): its pre-activations are little more than its bias, negative "
                                 "for these units",
-                                *it, 1 / off->second));
-    f.fixes.insert(f.fixes.begin(), fmt::format("fix {}'s initialisation first (see layer_init_scale)", *it));
+                                *feeder, 1 / off->second));
+    f.fixes.insert(f.fixes.begin(), fmt::format("fix {}'s initialisation first (see layer_init_scale)", *feeder));
   };
   // The same observation from two checks (the initialisation check's monitor and the training run's, both at
   // step 0) is reported once, by the earlier check.
@@ -687,21 +713,8 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
                           {"rule", r.rule},
                           {"alternatives", alternatives}};
     for (Finding f : r.findings) {
-      const auto smallest = std::min_element(off_scale.begin(), off_scale.end(),
-                                             [](const auto& a, const auto& b) { return a.second < b.second; });
-      if (f.rule == "lr_range_no_descent" && smallest != off_scale.end() && smallest->second < 1) {
-        // A layer far below the others' scale passes almost nothing on: the output hardly depends on the input until
-        // that layer has grown, which takes more steps than the sweep spends near any one rate.
-        f.message += fmt::format("; {} starts {:.0f}x below the other layers' scale (layer_init_scale), so the output "
-                                 "hardly depends on the input until it grows",
-                                 smallest->first, 1 / smallest->second);
-        f.causes.insert(f.causes.begin(), fmt::format("{} initialised far too small: the sweep's few steps per rate "
-                                                      "cannot grow it",
-                                                      smallest->first));
-        f.fixes.insert(f.fixes.begin(),
-                       fmt::format("fix {}'s initialisation first (see layer_init_scale), then rerun the range test",
-                                   smallest->first));
-      } else if (f.rule == "lr_range_no_descent" && overfit_passed) {
+      // With a layer initialised far too small, add() names that layer instead (link_to_cause).
+      if (f.rule == "lr_range_no_descent" && overfit_passed && !smallest_layer()) {
         // The model can memorise a batch but no rate makes the loss fall on the data: the labels, not the model.
         f.message += "; yet the model can fit one batch, so the labels most likely do not follow from the inputs";
         f.causes = {"labels unrelated to the inputs (shuffled, misaligned or wrongly joined labels)",
@@ -969,16 +982,17 @@ DoctorResult run_doctor(const Config& input_config, const DoctorOptions& options
       depths.emplace_back("width x1", widths[2].second);  // the configured model, trained once
       if (!deeper.is_null()) depths.emplace_back("depth +1", train_variant("depth +1", deeper));
       const std::string best_width = climb(widths);
-      const std::string best_depth = climb(depths);
+      const std::string climbed = climb(depths);
+      const std::string best_depth = climbed == "width x1" ? "configured" : climbed;
       charts["ladder"] = {{"variants", variants}};
       d["variants"] = variants;
       d["best"] = best_width;
       d["best_width"] = best_width;
-      d["best_depth"] = depths.size() > 1 ? Json(best_depth == "width x1" ? "configured" : best_depth) : Json();
+      d["best_depth"] = depths.size() > 1 ? Json(best_depth) : Json();
       if (!skipped.empty()) d["skipped"] = skipped;
       return fmt::format("the score stops improving at {} of the width ladder{} ({} steps each)", best_width,
                          depths.size() > 1 ? fmt::format(" and at {} of the depth ladder",
-                                                         best_depth == "width x1" ? "the configured depth" : best_depth)
+                                                         best_depth == "configured" ? "the configured depth" : best_depth)
                                            : std::string(" (no hidden block to remove or repeat)"),
                          budget.ladder_steps);
     });
