@@ -1,8 +1,8 @@
 # traindx_add_module(NAME name [TORCH] DEPS ...): one static library per capability folder,
-# sources globbed from src/<name>/, public headers in include/traindx/<name>/.
+# sources globbed from src/<name>/ and its subfolders, public headers in include/traindx/<name>/.
 function(traindx_add_module name)
   cmake_parse_arguments(ARG "TORCH" "" "DEPS;PRIVATE_DEPS" ${ARGN})
-  file(GLOB sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/${name}/*.cpp)
+  file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/${name}/*.cpp)
   set(target traindx_${name})
   add_library(${target} STATIC ${sources})
   add_library(traindx::${name} ALIAS ${target})

@@ -18,6 +18,7 @@
 #include "test_support.h"
 #include "traindx/core/config.h"
 #include "traindx/core/error.h"
+#include "traindx/monitor/causes.h"
 #include "traindx/monitor/finding.h"
 #include "traindx/monitor/monitor.h"
 #include "traindx/monitor/rules.h"
@@ -494,6 +495,160 @@ std::vector<RuleCase> rule_cases() {
                  s.input_abs_max = 4.5;
                  return run_rule("input_range", Hook::Step, s, 0);
                }});
+  // loss_output_mismatch: a negative classification loss, nll without log_softmax, a bounded output on a wider
+  // regression target; quiet for cross_entropy on logits and a sigmoid on targets inside [0, 1].
+  c.push_back({"loss_output_mismatch", "NegativeLoss", true,
+               [] {
+                 MonitorState s = with_losses({2.3, 1.0, -3.0});
+                 return run_rule("loss_output_mismatch", Hook::Step, s, 2);
+               },
+               Severity::Critical});
+  c.push_back({"loss_output_mismatch", "NllOnLogits", true,
+               [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.loss = "nll";
+                 return run_rule("loss_output_mismatch", Hook::Step, s, 0);
+               },
+               Severity::Critical});
+  c.push_back({"loss_output_mismatch", "SigmoidBeforeCrossEntropy", true, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.loss = "cross_entropy";
+                 s.setup.output_activation = "sigmoid";
+                 return run_rule("loss_output_mismatch", Hook::Step, s, 0);
+               }});
+  c.push_back({"loss_output_mismatch", "SigmoidOnWideRegressionTargets", true,
+               [] {
+                 MonitorState s = with_losses({2.3});
+                 s.task = Task::Regression;
+                 s.setup.loss = "mse";
+                 s.setup.output_activation = "sigmoid";
+                 s.target_min = 25;
+                 s.target_max = 346;
+                 return run_rule("loss_output_mismatch", Hook::Step, s, 0);
+               },
+               Severity::Critical});
+  c.push_back({"loss_output_mismatch", "CrossEntropyOnLogits", false, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.loss = "cross_entropy";
+                 return run_rule("loss_output_mismatch", Hook::Step, s, 0);
+               }});
+  c.push_back({"loss_output_mismatch", "SigmoidOnUnitTargets", false, [] {
+                 MonitorState s = with_losses({0.3});
+                 s.task = Task::Regression;
+                 s.setup.loss = "mse";
+                 s.setup.output_activation = "sigmoid";
+                 s.target_min = 0.05;
+                 s.target_max = 0.9;
+                 return run_rule("loss_output_mismatch", Hook::Step, s, 0);
+               }});
+  // target_scale: raw regression targets (diabetes: 25..346) against standardised ones.
+  c.push_back({"target_scale", "RawTargets", true, [] {
+                 MonitorState s = with_losses({29000.0});
+                 s.task = Task::Regression;
+                 s.target_rms = 165.0;
+                 s.target_min = 25;
+                 s.target_max = 346;
+                 return run_rule("target_scale", Hook::Step, s, 0);
+               }});
+  c.push_back({"target_scale", "StandardisedTargets", false, [] {
+                 MonitorState s = with_losses({1.0});
+                 s.task = Task::Regression;
+                 s.target_rms = 1.0;
+                 return run_rule("target_scale", Hook::Step, s, 0);
+               }});
+  // regularization_too_strong: from the setup (sgd lr 0.01 x weight decay 0.5; dropout 0.9) and from updates that
+  // only shrink the weights; quiet for the usual 5e-4 and adamw's 1e-2.
+  c.push_back({"regularization_too_strong", "WeightDecayTooStrong", true, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.optimizer = "sgd";
+                 s.setup.lr = 0.01;
+                 s.setup.weight_decay = 0.5;
+                 return run_rule("regularization_too_strong", Hook::Step, s, 0);
+               }});
+  c.push_back({"regularization_too_strong", "DropoutTooStrong", true, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.dropout = {{"drop1", 0.9}};
+                 return run_rule("regularization_too_strong", Hook::Step, s, 0);
+               }});
+  c.push_back({"regularization_too_strong", "UpdatesOnlyShrinkTheWeights", true, [] {
+                 MonitorState s = with_updates({0.05, 0.05, 0.05});
+                 for (auto& [name, l] : s.layers) l.update_weight_cosine = -0.98;
+                 return run_rule("regularization_too_strong", Hook::Detail, s, 50);
+               }});
+  c.push_back({"regularization_too_strong", "UsualSettings", false, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.optimizer = "adamw";
+                 s.setup.lr = 1e-3;
+                 s.setup.weight_decay = 1e-2;
+                 s.setup.dropout = {{"drop1", 0.5}};
+                 auto out = run_rule("regularization_too_strong", Hook::Step, s, 0);
+                 MonitorState t = with_updates({1e-3, 1e-3, 1e-3});
+                 for (auto& [name, l] : t.layers) l.update_weight_cosine = -0.05;
+                 for (auto& f : run_rule("regularization_too_strong", Hook::Detail, t, 50)) out.push_back(f);
+                 return out;
+               }});
+  // optimizer_hyperparameters: adam with eps = 1, sgd momentum 0.999; quiet at the defaults.
+  c.push_back({"optimizer_hyperparameters", "AdamEpsOne", true, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.optimizer = "adam";
+                 s.setup.eps = 1.0;
+                 s.setup.beta1 = 0.9;
+                 s.setup.beta2 = 0.999;
+                 return run_rule("optimizer_hyperparameters", Hook::Step, s, 0);
+               }});
+  c.push_back({"optimizer_hyperparameters", "MomentumTooHigh", true, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.optimizer = "sgd";
+                 s.setup.momentum = 0.999;
+                 return run_rule("optimizer_hyperparameters", Hook::Step, s, 0);
+               }});
+  c.push_back({"optimizer_hyperparameters", "Defaults", false, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.optimizer = "adam";
+                 s.setup.eps = 1e-8;
+                 s.setup.beta1 = 0.9;
+                 s.setup.beta2 = 0.999;
+                 return run_rule("optimizer_hyperparameters", Hook::Step, s, 0);
+               }});
+  // capacity_bottleneck: a 1-unit hidden layer for 10 classes; quiet for 128 -> 64.
+  c.push_back({"capacity_bottleneck", "OneUnitForTenClasses", true, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.hidden_widths = {{"fc1", 1}};
+                 return run_rule("capacity_bottleneck", Hook::Step, s, 0);
+               }});
+  c.push_back({"capacity_bottleneck", "UsualWidths", false, [] {
+                 MonitorState s = with_losses({2.3});
+                 s.setup.hidden_widths = {{"fc1", 128}, {"fc2", 64}};
+                 return run_rule("capacity_bottleneck", Hook::Step, s, 0);
+               }});
+  // batch_lr_mismatch: batches of 1 whose 32-step means swing; quiet for the same swings at batch 64 (another
+  // rule's business) and for batch 1 whose block means fall smoothly.
+  auto swinging = [] {
+    std::vector<double> v;
+    for (int i = 0; i < 2560; ++i) v.push_back(1.0 + 0.9 * std::sin(i / 32 * 2.1) + 0.3 * std::sin(i * 1.7));
+    return v;
+  };
+  c.push_back({"batch_lr_mismatch", "BatchOfOneSwings", true, [swinging] {
+                 MonitorOptions o;
+                 MonitorState s = with_losses(swinging(), [] {
+                   MonitorOptions big;
+                   big.loss_window = 40 * 32;
+                   return big;
+                 }());
+                 s.setup.batch_size = 1;
+                 s.setup.lr = 0.1;
+                 return run_rule("batch_lr_mismatch", Hook::Step, s, 2559, o);
+               }});
+  c.push_back({"batch_lr_mismatch", "BatchOfOneLearning", false, [] {
+                 MonitorOptions big;
+                 big.loss_window = 40 * 32;
+                 std::vector<double> v;
+                 for (int i = 0; i < 2560; ++i) v.push_back((0.3 + 2.0 * std::exp(-i / 900.0)) * (1.0 + 0.5 * std::sin(i * 1.7)));
+                 MonitorState s = with_losses(v, big);
+                 s.setup.batch_size = 1;
+                 s.setup.lr = 0.01;
+                 return run_rule("batch_lr_mismatch", Hook::Step, s, 2559);
+               }});
   return c;
 }
 
@@ -730,6 +885,95 @@ TEST(FindingSetTest, JsonRoundTrip) {
   EXPECT_THROW(traindx::parse_severity("fatal"), ConfigError);
 }
 
+TEST(FindingSetTest, JsonRoundTripKeepsFixAndCause) {
+  Finding f = finding("lr_too_high", Severity::Critical, 7, "");
+  f.caused_by = "target_scale@target";
+  f.fix.set = {{"train.lr", 0.003}};
+  f.fix.source = "the range test's suggestion";
+  f.fix.status = "verified";
+  f.fix.before = {{"score", 0.1}};
+  f.fix.after = {{"score", 0.8}};
+  const Json doc = f.to_json();
+  EXPECT_EQ(doc["fix"]["set"]["train.lr"], 0.003);
+  EXPECT_EQ(doc["caused_by"], "target_scale@target");
+  EXPECT_EQ(Finding::from_json(doc).to_json(), doc);
+  EXPECT_FALSE(finding("dead_relu", Severity::Warning, 1).to_json().contains("fix")) << "no empty fix objects";
+}
+
+// ---- causes ----------------------------------------------------------------------------------------------------
+
+TEST(CausesTest, TheTableIsAcyclic) {
+  // Depth-first search over symptom -> cause edges finds no cycle, so caused_by chains always end at a root.
+  std::map<std::string, int> state;  // 0 unseen, 1 on the stack, 2 done
+  std::function<bool(const std::string&)> acyclic = [&](const std::string& rule) {
+    if (state[rule] == 1) return false;
+    if (state[rule] == 2) return true;
+    state[rule] = 1;
+    for (const auto& cause : traindx::causes_of(rule))
+      if (!acyclic(cause)) return false;
+    state[rule] = 2;
+    return true;
+  };
+  for (const auto& link : traindx::known_causes()) EXPECT_TRUE(acyclic(link.symptom)) << link.symptom;
+}
+
+TEST(CausesTest, TheCauseRanksFirstAndTakesItsSymptomsSeverity) {
+  // An unscaled regression target (a warning at step 0) behind a critical lr_too_high at step 25 and a diverging
+  // loss at step 40: the target is the headline, critical, with both under it.
+  FindingSet set;
+  set.add(finding("lr_too_high", Severity::Critical, 25));
+  set.add(finding("loss_diverging", Severity::Critical, 40));
+  set.add(finding("target_scale", Severity::Warning, 0, "target"));
+  set.add(finding("class_imbalance", Severity::Warning, 0));
+  const auto ranked = set.ranked();
+  ASSERT_EQ(ranked.size(), 4u);
+  EXPECT_EQ(ranked[0].rule, "target_scale");
+  EXPECT_EQ(ranked[0].severity, Severity::Critical);
+  EXPECT_EQ(ranked[1].rule, "lr_too_high");
+  EXPECT_EQ(ranked[1].caused_by, "target_scale@target");
+  EXPECT_EQ(ranked[2].rule, "loss_diverging");
+  EXPECT_EQ(ranked[2].caused_by, "target_scale@target") << "the table's most specific cause present wins";
+  EXPECT_EQ(ranked[3].rule, "class_imbalance");
+  EXPECT_TRUE(ranked[3].caused_by.empty());
+}
+
+TEST(CausesTest, ALayerCauseExplainsOnlyItsOwnLayerOrTheWholeRun) {
+  std::vector<Finding> v = {finding("layer_init_scale", Severity::Warning, 0, "fc2"),
+                            finding("weight_update_ratio", Severity::Info, 0, "fc3"),
+                            finding("weight_update_ratio", Severity::Info, 0, "fc2"),
+                            finding("loss_not_decreasing", Severity::Warning, 80)};
+  traindx::link_known_causes(v);
+  EXPECT_TRUE(v[1].caused_by.empty()) << "another layer: the table cannot know the topology";
+  EXPECT_EQ(v[2].caused_by, "layer_init_scale@fc2");
+  EXPECT_EQ(v[3].caused_by, "layer_init_scale@fc2");
+}
+
+TEST(CausesTest, RankWithCausesDropsDanglingLinksAndShowsEveryFindingOnce) {
+  std::vector<Finding> v = {finding("dead_relu", Severity::Warning, 5, "relu1"),
+                            finding("lr_too_high", Severity::Critical, 3)};
+  v[0].caused_by = "lr_too_high";
+  Finding orphan = finding("underfitting", Severity::Warning, 9);
+  orphan.caused_by = "no_such_rule";
+  v.push_back(orphan);
+  const auto ranked = traindx::rank_with_causes(v);
+  ASSERT_EQ(ranked.size(), 3u);
+  EXPECT_EQ(ranked[0].rule, "lr_too_high");
+  EXPECT_EQ(ranked[1].rule, "dead_relu");
+  EXPECT_EQ(ranked[2].rule, "underfitting");
+  EXPECT_TRUE(ranked[2].caused_by.empty());
+}
+
+TEST(CausesTest, AStoppedRunNamesTheCause) {
+  MonitorOptions o;
+  Monitor monitor(o, {});
+  monitor.add_findings({finding("target_scale", Severity::Warning, 0, "target")});
+  EXPECT_FALSE(monitor.stop_requested());
+  monitor.add_findings({finding("loss_diverging", Severity::Critical, 30)});
+  ASSERT_TRUE(monitor.stop_requested());
+  EXPECT_EQ(monitor.stop_requested()->rfind("monitor: target_scale", 0), 0u) << *monitor.stop_requested();
+  EXPECT_NE(monitor.stop_requested()->find("which caused loss_diverging"), std::string::npos);
+}
+
 // ---- options -------------------------------------------------------------------------------------------------
 
 TEST(MonitorOptionsTest, FromConfig) {
@@ -932,6 +1176,53 @@ TEST(MonitorRealModelTest, ConstantInitIsSymmetric) {
   const Finding* f = find_rule(monitor->findings(), "symmetric_weights", storage);
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->step, 0);
+}
+
+TEST(MonitorRealModelTest, WeightsShrunkByDecayAreNotSymmetric) {
+  // Strong weight decay scales every row towards zero but keeps its direction: not twins, however small the rows.
+  torch::manual_seed(0);
+  TinyNet net([](const torch::Tensor& h) { return torch::relu(h); });
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net.parameters()) p.mul_(1e-20f);
+  }
+  auto monitor = attach(net);
+  monitored_step(net, *monitor, 0);
+  for (const auto& f : monitor->findings().ranked()) EXPECT_NE(f.rule, "symmetric_weights") << f.message;
+}
+
+TEST(MonitorRealModelTest, DecayDominatedUpdatesAreRegularisationNotALearningRate) {
+  // sgd with weight decay 50 at lr 0.01: every step removes half of each weight; the update/weight ratio of 0.5
+  // is decay, so regularization_too_strong speaks and lr_too_high stays quiet.
+  torch::manual_seed(0);
+  TinyNet net([](const torch::Tensor& h) { return torch::relu(h); });
+  MonitorOptions o;
+  o.every_step = true;
+  o.on_critical = "warn";
+  Monitor monitor(o, named(net));
+  monitor.set_task(Task::Classification, 3);
+  monitor.set_layers({{"fc1", "linear"}, {"fc2", "linear"}, {"fc3", "linear"}});
+  traindx::TrainingSetup setup;
+  setup.optimizer = "sgd";
+  setup.lr = 0.01;
+  setup.weight_decay = 50;
+  monitor.set_setup(setup);
+  torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(0.01).weight_decay(50));
+  for (int64_t step = 0; step < 5; ++step) {
+    const auto x = torch::randn({16, 4});
+    const auto y = torch::randint(0, 3, {16}, torch::kLong);
+    sgd.zero_grad();
+    const auto out = net.forward(x);
+    const auto loss = torch::nn::functional::cross_entropy(out, y);
+    loss.backward();
+    monitor.after_backward(step, loss.item<double>(), x, y, out.detach(), 0.01);
+    sgd.step();
+    monitor.after_step(step);
+  }
+  const auto ranked = monitor.findings().ranked();
+  ASSERT_FALSE(ranked.empty());
+  EXPECT_EQ(ranked[0].rule, "regularization_too_strong") << ranked[0].message;
+  for (const auto& f : ranked) EXPECT_NE(f.rule, "lr_too_high") << f.message;
 }
 
 TEST(MonitorRealModelTest, FanInOfOneIsNotSymmetry) {

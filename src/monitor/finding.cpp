@@ -1,8 +1,12 @@
 #include "traindx/monitor/finding.h"
 
 #include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
 
 #include "traindx/core/error.h"
+#include "traindx/monitor/causes.h"
 
 namespace traindx {
 
@@ -22,12 +26,70 @@ Severity parse_severity(const std::string& s) {
   TRAINDX_FAIL(ConfigError, "severity '{}' is not one of info, warning, critical", s);
 }
 
+Json FindingFix::to_json() const {
+  return {{"set", set}, {"source", source}, {"status", status}, {"before", before}, {"after", after}};
+}
+
+FindingFix FindingFix::from_json(const Json& d) {
+  FindingFix f;
+  if (!d.is_object()) return f;
+  f.set = d.value("set", Json::object());
+  f.source = d.value("source", std::string());
+  f.status = d.value("status", std::string("suggested"));
+  f.before = d.value("before", Json::object());
+  f.after = d.value("after", Json::object());
+  return f;
+}
+
 Json Finding::to_json() const {
-  return {{"rule", rule},       {"severity", severity_name(severity)},
-          {"step", step},       {"last_step", last_step},
-          {"count", count},     {"layer", layer},
-          {"message", message}, {"evidence", evidence},
-          {"causes", causes},   {"fixes", fixes}};
+  Json out = {{"rule", rule},       {"severity", severity_name(severity)},
+              {"step", step},       {"last_step", last_step},
+              {"count", count},     {"layer", layer},
+              {"message", message}, {"evidence", evidence},
+              {"causes", causes},   {"fixes", fixes}};
+  if (!fix.empty() || !fix.source.empty()) out["fix"] = fix.to_json();
+  if (!caused_by.empty()) out["caused_by"] = caused_by;
+  return out;
+}
+
+std::string finding_key(const Finding& f) { return f.layer.empty() ? f.rule : f.rule + "@" + f.layer; }
+
+std::vector<Finding> rank_with_causes(std::vector<Finding> findings) {
+  std::set<std::string> keys;
+  for (const auto& f : findings) keys.insert(finding_key(f));
+  std::map<std::string, std::vector<size_t>> children;
+  std::vector<size_t> roots;
+  for (size_t i = 0; i < findings.size(); ++i) {
+    Finding& f = findings[i];
+    if (f.caused_by == finding_key(f) || !keys.count(f.caused_by)) f.caused_by.clear();
+    if (f.caused_by.empty())
+      roots.push_back(i);
+    else
+      children[f.caused_by].push_back(i);
+  }
+  std::stable_sort(roots.begin(), roots.end(),
+                   [&](size_t a, size_t b) { return findings[a].severity > findings[b].severity; });
+  std::vector<Finding> out;
+  std::vector<bool> placed(findings.size(), false);
+  std::function<void(size_t)> place = [&](size_t i) {
+    if (placed[i]) return;
+    placed[i] = true;
+    out.push_back(findings[i]);
+    const auto it = children.find(finding_key(findings[i]));
+    if (it == children.end()) return;
+    std::vector<size_t> kids = it->second;
+    std::stable_sort(kids.begin(), kids.end(),
+                     [&](size_t a, size_t b) { return findings[a].severity > findings[b].severity; });
+    for (size_t k : kids) place(k);
+  };
+  for (size_t r : roots) place(r);
+  // A cycle of caused_by links has no root: its findings become roots, in their given order.
+  for (size_t i = 0; i < findings.size(); ++i)
+    if (!placed[i]) {
+      findings[i].caused_by.clear();
+      place(i);
+    }
+  return out;
 }
 
 Finding make_finding(std::string rule, Severity severity, int64_t step, std::string layer, std::string message,
@@ -57,6 +119,8 @@ Finding Finding::from_json(const Json& d) {
   f.evidence = d.value("evidence", Json::object());
   f.causes = d.value("causes", std::vector<std::string>{});
   f.fixes = d.value("fixes", std::vector<std::string>{});
+  f.fix = FindingFix::from_json(d.value("fix", Json()));
+  f.caused_by = d.value("caused_by", std::string());
   return f;
 }
 
@@ -93,7 +157,8 @@ std::vector<Finding> FindingSet::ranked() const {
     if (a.severity != b.severity) return a.severity > b.severity;
     return a.step < b.step;
   });
-  return out;
+  link_known_causes(out);
+  return rank_with_causes(std::move(out));
 }
 
 bool FindingSet::has_critical() const {

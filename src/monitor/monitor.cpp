@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <set>
 
 #include "traindx/core/error.h"
 #include "traindx/core/text.h"
+#include "traindx/monitor/rules.h"
 
 namespace traindx {
 namespace {
@@ -41,7 +44,7 @@ void push_bounded(std::deque<T>& d, T v, size_t cap) {
 bool is_saturating(const std::string& type) { return type == "sigmoid" || type == "tanh"; }
 
 // Fraction of units (rows of a weight viewed as [units, fan_in]) that have a twin: another row with cosine above
-// `threshold`, or both rows all zero. At most 1024 units are compared (O(units^2 fan_in)). float32 is enough: the
+// `threshold`, or both rows exactly zero. At most 1024 units are compared (O(units^2 fan_in)). float32 is enough: the
 // cosine of two unit vectors comes out within ~1e-6, far inside the 1e-4 margin of the default threshold.
 double twin_fraction(const torch::Tensor& weight, double threshold) {
   auto w = weight.detach().to(torch::kFloat32).reshape({weight.size(0), -1});
@@ -50,8 +53,10 @@ double twin_fraction(const torch::Tensor& weight, double threshold) {
   // With a fan-in of 1 every pair of same-sign units has cosine 1: direction says nothing there.
   if (n < 2 || w.size(1) < 2) return 0.0;
   const auto norms = w.norm(2, 1);
-  const auto zero = norms < 1e-12;
-  const auto unit = w / norms.clamp_min(1e-12).unsqueeze(1);
+  // Only rows that are exactly zero count as twins of each other (zero or constant init). Rows that strong weight
+  // decay has shrunk towards zero keep their directions, so the cosine still tells whether they are twins.
+  const auto zero = norms == 0;
+  const auto unit = w / norms.clamp_min(std::numeric_limits<float>::min()).unsqueeze(1);
   auto cos = unit.matmul(unit.t());
   cos.fill_diagonal_(-2.0);
   auto twin = std::get<0>(cos.max(1)) > threshold;
@@ -191,6 +196,26 @@ void Monitor::set_layers(const std::vector<std::pair<std::string, std::string>>&
   }
 }
 
+void Monitor::set_setup(TrainingSetup setup) { state_.setup = std::move(setup); }
+
+double TrainingSetup::max_dropout() const {
+  double p = 0;
+  for (const auto& [layer, rate] : dropout) p = std::max(p, rate);
+  return p;
+}
+
+// The loss at initialisation in inference mode, for classification when the setup can run the model so: dropout's
+// 1/(1-p) scaling makes a training-mode loss at init look like a poor initialisation.
+void Monitor::record_initial_eval_loss(const torch::Tensor& inputs, const torch::Tensor& targets) {
+  if (!state_.setup.eval_forward || state_.setup.max_dropout() <= 0 || !inputs.defined() || !targets.defined() ||
+      state_.task != Task::Classification || targets.scalar_type() != torch::kLong)
+    return;
+  const auto out = state_.setup.eval_forward(inputs.detach());
+  if (!out.defined() || out.dim() != 2 || out.size(0) != targets.size(0) || out.size(1) < 2) return;
+  const auto ce = torch::nll_loss(torch::log_softmax(out.to(torch::kFloat64), 1), targets.reshape({-1}));
+  state_.initial_eval_loss = ce.item<double>();
+}
+
 void Monitor::set_store(RunStore* store, std::string run_id) {
   store_ = store;
   run_id_ = std::move(run_id);
@@ -293,13 +318,18 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
     // The ratio is taken over a layer's weight matrices (or kernels) when it has any: its bias is often the larger
     // vector at initialisation and hid a weight matrix moving 10x its own norm per step behind a ratio of 0.15.
     // Layers without one (norm scales and shifts) use all their parameters.
-    std::map<std::string, double> update_sq, matrix_update_sq;
+    std::map<std::string, double> update_sq, matrix_update_sq, matrix_update_dot;
     for (size_t i = 0; i < parameters_.size() && i < before_step_.size(); ++i) {
       const auto& [name, p] = parameters_[i];
       const std::string layer = layer_of(name);
-      const auto [update, bad] = checked_norm(p.detach() - before_step_[i]);
+      const auto delta = p.detach() - before_step_[i];
+      const auto [update, bad] = checked_norm(delta);
       update_sq[layer] += update * update;
-      if (p.dim() >= 2) matrix_update_sq[layer] += update * update;
+      if (p.dim() >= 2) {
+        matrix_update_sq[layer] += update * update;
+        const auto flat_delta = delta.reshape({-1});
+        matrix_update_dot[layer] += torch::dot(flat_delta, before_step_[i].reshape({-1})).item<double>();
+      }
       // Finite weights plus a finite update stay finite; only a non-finite update needs the weights recounted.
       if (bad > 0) state_.layers[layer].param_nonfinite = checked_norm(p.detach()).second;
       state_.param_change[name] =
@@ -312,6 +342,10 @@ void Monitor::capture_parameters(int64_t step, bool with_update) {
       s.update_to_weight = std::isnan(s.matrix_weight_norm)
                                ? std::sqrt(sq) / (s.weight_norm + 1e-12)
                                : std::sqrt(matrix_update_sq[layer]) / (s.matrix_weight_norm + 1e-12);
+      const double matrix_update = std::sqrt(matrix_update_sq[layer]);
+      s.update_weight_cosine = std::isnan(s.matrix_weight_norm) || !(matrix_update > 0) || !(s.matrix_weight_norm > 0)
+                                   ? NAN
+                                   : matrix_update_dot[layer] / (matrix_update * s.matrix_weight_norm);
     }
     return;
   }
@@ -368,10 +402,12 @@ void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inp
   if (!options_.enabled) return;
   const Stopwatch timer(seconds_);
   torch::NoGradGuard no_grad;
-  const size_t cap = static_cast<size_t>(options_.loss_window) * 4;
+  // Four loss windows; for small batches, windows of block means (loss_block_steps) need that many more steps.
+  const size_t cap = static_cast<size_t>(options_.loss_window * 4 * loss_block_steps(state_.setup));
   if (!state_.first_step) {
     state_.first_step = step;
     state_.initial_loss = loss;
+    record_initial_eval_loss(inputs, targets);
   }
   ++state_.steps_seen;
   push_bounded(state_.losses, {step, loss}, cap);
@@ -380,11 +416,14 @@ void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inp
     for (const auto& [s, l] : state_.losses) sum += l;
     state_.first_window_loss = sum / static_cast<double>(state_.losses.size());
   }
-  if (state_.steps_seen % 10 == 0 && state_.losses.size() >= 10) {
+  const int64_t block = 10 * loss_block_steps(state_.setup);
+  if (state_.steps_seen % block == 0 && static_cast<int64_t>(state_.losses.size()) >= block) {
     double sum = 0;
-    for (size_t i = state_.losses.size() - 10; i < state_.losses.size(); ++i) sum += state_.losses[i].second;
-    if (std::isfinite(sum) && (!state_.best_block_loss || sum / 10.0 < *state_.best_block_loss))
-      state_.best_block_loss = sum / 10.0;
+    for (size_t i = state_.losses.size() - static_cast<size_t>(block); i < state_.losses.size(); ++i)
+      sum += state_.losses[i].second;
+    const double mean = sum / static_cast<double>(block);
+    if (std::isfinite(mean) && (!state_.best_block_loss || mean < *state_.best_block_loss))
+      state_.best_block_loss = mean;
   }
   if (!std::isnan(lr)) push_bounded(state_.lrs, {step, lr}, cap);
 
@@ -432,6 +471,19 @@ void Monitor::after_backward(int64_t step, double loss, const torch::Tensor& inp
       // Only when our cross-entropy reproduces the reported loss (not e.g. label smoothing or another loss).
       if (per_example && std::isfinite(loss) && std::abs(v[1] - loss) <= 1e-3 * std::max(1.0, std::abs(loss)))
         push_bounded(state_.loss_sampling_std, {step, v[2] / std::sqrt(static_cast<double>(batch))}, cap);
+    }
+  }
+  if (targets.defined() && state_.task == Task::Regression && targets.is_floating_point() &&
+      (detail || state_.steps_seen <= 3)) {
+    const auto yt = targets.detach().to(torch::kFloat64).reshape({-1});
+    if (yt.numel() > 0) {
+      const auto [lo, hi] = torch::aminmax(yt);
+      const double y_lo = lo.item<double>(), y_hi = hi.item<double>();
+      state_.target_abs_max = std::max({state_.target_abs_max, std::abs(y_lo), std::abs(y_hi)});
+      state_.target_min = std::isnan(state_.target_min) ? y_lo : std::min(state_.target_min, y_lo);
+      state_.target_max = std::isnan(state_.target_max) ? y_hi : std::max(state_.target_max, y_hi);
+      state_.target_mean = yt.mean().item<double>();
+      state_.target_rms = std::max(state_.target_rms, std::sqrt(sum_of_squares(yt) / static_cast<double>(yt.numel())));
     }
   }
   if (inputs.defined() && inputs.is_floating_point() && (detail || state_.steps_seen <= 3)) {
@@ -576,8 +628,16 @@ void Monitor::add_findings(const std::vector<Finding>& findings) {
     if (!findings_.add(f)) continue;
     if (store_) store_->log_finding(run_id_, f.to_json());
     if (listener_) listener_(f);
-    if (f.severity == Severity::Critical && options_.on_critical == "stop" && !stop_reason_)
-      stop_reason_ = fmt::format("monitor: {} ({})", f.rule, f.message);
+    if (f.severity == Severity::Critical && options_.on_critical == "stop" && !stop_reason_) {
+      // The headline is the cause the ranking puts first, which may be another finding than the one that
+      // crossed the line (e.g. target_scale behind a diverging loss).
+      const auto ranked = findings_.ranked();
+      const Finding& top = ranked.empty() ? f : ranked.front();
+      stop_reason_ = top.rule == f.rule && top.layer == f.layer
+                         ? fmt::format("monitor: {} ({})", f.rule, f.message)
+                         : fmt::format("monitor: {} ({}), which caused {} ({})", top.rule, top.message, f.rule,
+                                       f.message);
+    }
   }
 }
 
@@ -708,12 +768,60 @@ torch::Tensor tapped_forward(torch::nn::Sequential& sequential, const torch::Ten
   return x;
 }
 
+TrainingSetup training_setup(Trainer& trainer) {
+  TrainingSetup s;
+  const TrainOptions& o = trainer.options();
+  s.optimizer = o.optimizer.name;
+  s.lr = o.optimizer.lr;
+  s.weight_decay = o.optimizer.weight_decay;
+  s.l2 = o.l2;
+  s.momentum = o.optimizer.momentum;
+  if (s.optimizer != "sgd") s.eps = o.optimizer.eps;
+  if (s.optimizer == "adam" || s.optimizer == "adamw") {
+    s.beta1 = o.optimizer.beta1;
+    s.beta2 = o.optimizer.beta2;
+  }
+  s.batch_size = o.batch_size;
+  s.loss = loss_name(trainer.loss_kind());
+  const auto rows = trainer.model().summary();
+  static const std::set<std::string> weight_types = {"linear", "conv2d"};
+  std::vector<std::pair<std::string, int64_t>> weights;
+  for (const auto& row : rows)
+    if (weight_types.count(row.type) && !row.output_shape.empty()) weights.emplace_back(row.name, row.output_shape[0]);
+  if (!weights.empty()) weights.pop_back();  // the output layer
+  s.hidden_widths = weights;
+  // The last layer at the top level that is not a weight, reshaping or pooling layer: an output activation.
+  for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
+    if (it->name.find('.') != std::string::npos) continue;  // inside a residual block
+    if (weight_types.count(it->type) || it->type == "residual") break;
+    if (it->type == "flatten" || it->type == "dropout") continue;
+    s.output_activation = it->type;
+    break;
+  }
+  if (auto module = trainer.model().module()) {
+    for (const auto& item : module->named_modules("", /*include_self=*/false)) {
+      if (auto* d = item.value()->as<torch::nn::Dropout>()) s.dropout.emplace_back(item.key(), d->options.p());
+    }
+  }
+  Model* model = &trainer.model();
+  s.eval_forward = [model](const torch::Tensor& x) {
+    torch::NoGradGuard no_grad;
+    const bool was_training = model->is_training();
+    model->train(false);
+    auto out = model->forward(x);
+    model->train(was_training);
+    return out;
+  };
+  return s;
+}
+
 std::shared_ptr<Monitor> make_monitor(const MonitorOptions& options, Trainer& trainer) {
   auto monitor = std::make_shared<Monitor>(options, trainer.model().named_parameters());
   monitor->set_task(trainer.data().info.task, trainer.data().info.num_classes);
   std::vector<std::pair<std::string, std::string>> layers;
   for (const auto& row : trainer.model().summary()) layers.emplace_back(row.name, row.type);
   monitor->set_layers(layers);
+  monitor->set_setup(training_setup(trainer));
   Model* model = &trainer.model();
   monitor->set_forward([model](const torch::Tensor& x, const LayerTap& tap) {
     torch::NoGradGuard no_grad;

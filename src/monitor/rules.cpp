@@ -39,6 +39,21 @@ std::optional<double> median_update_ratio(const MonitorState& s, int64_t step) {
 
 double current_lr(const MonitorState& s) { return s.lrs.empty() ? NAN : s.lrs.back().second; }
 
+// cos(update, weights) below this over the median layer: the updates mostly shrink the weights. Gradient updates
+// of a model that learns are nearly orthogonal to its weights (|cos| < 0.2 in the healthy runs of the fault zoo);
+// weight decay or an L2 penalty that outweighs the data's gradient pulls every weight straight towards 0 (cos -1).
+constexpr double kDecayDominatedCosine = -0.5;
+
+// Median over layers of cos(update, weights) at this capture.
+std::optional<double> median_update_weight_cosine(const MonitorState& s, int64_t step) {
+  std::vector<double> v;
+  for (const auto& [name, l] : s.layers)
+    if (l.step == step && l.has_params && !l.grad_missing && std::isfinite(l.update_weight_cosine))
+      v.push_back(l.update_weight_cosine);
+  if (v.empty()) return std::nullopt;
+  return median(v);
+}
+
 // Root mean square above which a batch is not standardised: standardised features have RMS 1 (min-max scaled ones
 // at most 1); 3 leaves room for batch-to-batch variation.
 constexpr double kStandardisedRmsBound = 3.0;
@@ -96,12 +111,24 @@ std::string lr_fix_up(const MonitorState& s, double factor) {
 // Diverging: the mean of the last 10 losses is above the start and far above the best level reached so far — the
 // best 10-step mean of the whole run or the loss at step 0, whichever is lower. The start counts because a loss that
 // climbs within the first 10 steps (e.g. 2.3 -> 20) has no earlier block to compare with.
+// For batches below 32 examples the blocks are 10 x loss_block_steps steps and the start is the first window's
+// mean: one example's loss says little.
 bool loss_diverging(const MonitorState& s, const MonitorOptions& o) {
-  if (s.losses.size() < 10 || !s.initial_loss || !std::isfinite(*s.initial_loss)) return false;
-  const double last = recent_mean(s, 10);
-  const double best = std::min(s.best_block_loss.value_or(INFINITY), *s.initial_loss);
-  return std::isfinite(last) && last > o.divergence_factor * best && last > *s.initial_loss;
+  const int64_t m = loss_block_steps(s.setup);
+  const auto n = static_cast<size_t>(10 * m);
+  if (s.losses.size() < n || !s.initial_loss || !std::isfinite(*s.initial_loss)) return false;
+  const std::optional<double> start = m == 1 ? s.initial_loss : s.first_window_loss;
+  if (!start || !std::isfinite(*start)) return false;
+  const double last = recent_mean(s, static_cast<int64_t>(n));
+  const double best = std::min(s.best_block_loss.value_or(INFINITY), *start);
+  return std::isfinite(last) && last > o.divergence_factor * best && last > *start;
 }
+
+// Examples a block of steps must hold before its mean loss is judged for oscillation; below 32 a batch's loss
+// scatters like that of single examples (batch 1: the per-example loss itself).
+constexpr int64_t kOscillationBlockExamples = 32;
+
+int64_t oscillation_block(const MonitorState& s) { return loss_block_steps(s.setup); }
 
 struct Oscillation {
   double cv = 0, mean = 0, slope = 0;
@@ -120,10 +147,18 @@ constexpr double kOscillationOverSampling = 2.0;
 // plain CV but small residuals. Residuals from a least-squares line over the window, relative to the window mean.
 Oscillation oscillation(const MonitorState& s, const MonitorOptions& o) {
   Oscillation r;
+  // A batch of a few examples scatters like single examples do, whatever the model: the loss is judged on means
+  // over blocks of m steps that together hold at least kOscillationBlockExamples examples.
+  const int64_t m = oscillation_block(s);
   const auto w = static_cast<size_t>(o.loss_window);
-  if (s.losses.size() < w || s.steps_seen < 2 * o.loss_window) return r;
+  if (s.losses.size() < w * static_cast<size_t>(m) || s.steps_seen < 2 * o.loss_window * m) return r;
   std::vector<double> v;
-  for (size_t i = s.losses.size() - w; i < s.losses.size(); ++i) v.push_back(s.losses[i].second);
+  for (size_t i = s.losses.size() - w * static_cast<size_t>(m); i + static_cast<size_t>(m) <= s.losses.size();
+       i += static_cast<size_t>(m)) {
+    double block = 0;
+    for (size_t j = i; j < i + static_cast<size_t>(m); ++j) block += s.losses[j].second;
+    v.push_back(block / static_cast<double>(m));
+  }
   const double n = static_cast<double>(v.size());
   r.mean = std::accumulate(v.begin(), v.end(), 0.0) / n;
   const double t_mean = (n - 1) / 2.0;
@@ -142,7 +177,7 @@ Oscillation oscillation(const MonitorState& s, const MonitorOptions& o) {
   r.cv = r.mean > 0 ? r.scatter / r.mean : 0.0;
   // How much the batch loss scatters from minibatch sampling alone, pooled over the window (the mean of the
   // variances: averaging stds would understate it for heavy-tailed per-example losses).
-  const int64_t window_start = s.losses[s.losses.size() - w].first;
+  const int64_t window_start = s.losses[s.losses.size() - w * static_cast<size_t>(m)].first;
   double noise_var = 0;
   size_t noise_n = 0;
   for (const auto& [step, sd] : s.loss_sampling_std)
@@ -150,7 +185,8 @@ Oscillation oscillation(const MonitorState& s, const MonitorOptions& o) {
       noise_var += sd * sd;
       ++noise_n;
     }
-  if (noise_n >= w / 2) r.sampling_std = std::sqrt(noise_var / static_cast<double>(noise_n));
+  // A block mean of m batches scatters sqrt(m) times less than one batch.
+  if (noise_n >= w / 2) r.sampling_std = std::sqrt(noise_var / static_cast<double>(noise_n) / static_cast<double>(m));
   const double floor = 0.05 * s.initial_loss.value_or(r.mean);
   // With the sampling noise measured, oscillation is scatter well beyond it: the model's loss moving from step to
   // step, not the batches differing. Without it, a scatter above oscillation_cv of the mean stands in for that
@@ -421,6 +457,10 @@ class LrTooHighRule : public Rule {
   void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
     const auto u = median_update_ratio(s, step);
     if (!u || !std::isfinite(*u)) return;
+    // Updates that only shrink the weights measure lr x weight decay, not a rate too high for the data:
+    // regularization_too_strong reports them.
+    const auto cosine = median_update_weight_cosine(s, step);
+    if (cosine && *cosine < kDecayDominatedCosine) return;
     const bool diverging = loss_diverging(s, o);
     const bool oscillating = oscillation(s, o).present;
     const bool ratio_high = *u > o.update_ratio_high;
@@ -495,8 +535,13 @@ class PoorInitializationRule : public Rule {
   const char* id() const override { return "poor_initialization"; }
   void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
     if (s.steps_seen != 1 || s.task != Task::Classification || s.num_classes < 2 || !s.initial_loss) return;
+    // A negative cross-entropy is not an initialisation problem: loss_output_mismatch names it.
+    if (*s.initial_loss < 0) return;
     const double expected = std::log(static_cast<double>(s.num_classes));
-    const double l0 = *s.initial_loss;
+    // With dropout the training-mode loss at init is inflated by the 1/(1-p) scaling of the kept units; the
+    // inference-mode loss (setup.eval_forward) says what the initialisation did.
+    const bool eval_mode = s.initial_eval_loss.has_value();
+    const double l0 = eval_mode ? *s.initial_eval_loss : *s.initial_loss;
     if (!std::isfinite(l0)) return;
     const double rel = std::abs(l0 - expected) / expected;
     if (rel <= o.init_loss_tolerance) return;
@@ -505,7 +550,7 @@ class PoorInitializationRule : public Rule {
                                    "a fresh classifier",
                                    l0, 100 * rel, s.num_classes, expected),
                        {{"initial_loss", l0}, {"expected", expected}, {"relative_error", rel},
-                        {"tolerance", o.init_loss_tolerance}},
+                        {"tolerance", o.init_loss_tolerance}, {"inference_mode", eval_mode}},
                        {"weights initialised too large (confident wrong predictions)",
                         "unnormalised inputs", "a final layer with a large bias"},
                        {"use model.init = \"kaiming_uniform\" or \"xavier_uniform\"", "set data.normalize = true",
@@ -597,7 +642,9 @@ class OverfittingRule : public Rule {
       const double previous = before.contains("val_loss") ? before["val_loss"].get<double>() : NAN;
       const double train_then = s.train_windows.front().second.value("loss", NAN);
       const double train_now = train.value("loss", NAN);
-      if (now > 1.2 * best && previous > 1.2 * best && train_now < train_then) {
+      // Relative to |best|, so that a loss below zero (a bug loss_output_mismatch reports) cannot flip the test.
+      const double bound = best + 0.2 * std::abs(best);
+      if (best >= 0 && now > bound && previous > bound && train_now < train_then) {
         evidence = {{"val_loss", now}, {"best_val_loss", best}, {"train_loss", train_now}};
         message = fmt::format("validation loss rose to {:.4g} from its best {:.4g} while the train loss kept "
                               "falling ({:.4g}) at step {}",
@@ -749,10 +796,330 @@ class InputRangeRule : public Rule {
   }
 };
 
+
+// ---- setup rules: what the training setup itself says (TrainingSetup), confirmed or sharpened by the numbers ----
+
+// Output activations and the range of values they can produce.
+struct BoundedOutput {
+  double lo, hi;
+};
+std::optional<BoundedOutput> output_range(const std::string& activation) {
+  if (activation == "sigmoid") return BoundedOutput{0.0, 1.0};
+  if (activation == "tanh") return BoundedOutput{-1.0, 1.0};
+  if (activation == "relu") return BoundedOutput{0.0, INFINITY};
+  return std::nullopt;
+}
+
+class LossOutputMismatchRule : public Rule {
+ public:
+  const char* id() const override { return "loss_output_mismatch"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    const double loss = s.losses.empty() ? NAN : s.losses.back().second;
+    const TrainingSetup& u = s.setup;
+    const std::string& act = u.output_activation;
+    // Negative: a cross-entropy of probabilities is >= 0, so the model's outputs are not log-probabilities.
+    if (!negative_reported_ && s.task == Task::Classification && std::isfinite(loss) && loss < -1e-6) {
+      negative_reported_ = true;
+      out.push_back(make_finding(
+          id(), Severity::Critical, step, "",
+          fmt::format("the loss is negative ({:.4g} at step {}): a cross-entropy of probabilities is never below 0, "
+                      "so the model's outputs are not log-probabilities{}",
+                      loss, step, u.loss == "nll" ? " (nll expects log_softmax outputs)" : ""),
+          {{"loss", loss}, {"loss_function", u.loss}, {"output_activation", act}},
+          {"nll loss on raw logits: the model has no log_softmax layer, so pushing one logit up lowers the loss "
+           "without bound",
+           "a custom loss or output layer that does not produce log-probabilities"},
+          {"set train.loss = \"cross_entropy\" (it applies log_softmax to the logits itself)",
+           "or add {type = \"log_softmax\"} as the last layer and keep train.loss = \"nll\""}));
+    }
+    if (static_judged_ || s.steps_seen != 1) return;
+    static_judged_ = true;
+    if (u.loss == "nll" && !act.empty() && act != "log_softmax") {
+      out.push_back(make_finding(
+          id(), Severity::Critical, step, "",
+          fmt::format("train.loss = nll but the model ends in {}, not log_softmax: nll reads its input as "
+                      "log-probabilities",
+                      act),
+          {{"loss_function", u.loss}, {"output_activation", act}},
+          {"the output layer does not produce log-probabilities"},
+          {"set train.loss = \"cross_entropy\" and drop the final activation",
+           "or end the model with {type = \"log_softmax\"}"}));
+    } else if (u.loss == "nll" && act.empty() && s.task == Task::Classification) {
+      out.push_back(make_finding(
+          id(), Severity::Critical, step, "",
+          "train.loss = nll but the model ends in a linear layer: nll reads raw logits as log-probabilities, and its "
+          "loss falls without bound as one logit grows",
+          {{"loss_function", u.loss}, {"output_activation", "linear"}},
+          {"nll loss without a log_softmax layer"},
+          {"set train.loss = \"cross_entropy\" (it applies log_softmax itself)",
+           "or end the model with {type = \"log_softmax\"}"}));
+    } else if ((u.loss == "cross_entropy" || u.loss == "bce_with_logits") && output_range(act)) {
+      const auto r = *output_range(act);
+      out.push_back(make_finding(
+          id(), Severity::Warning, step, "",
+          fmt::format("the model's outputs pass through {} before {}, which expects unbounded logits: outputs in "
+                      "[{:g}, {:g}] cap how confident a prediction can get, so the loss cannot approach 0",
+                      act, u.loss, r.lo, r.hi),
+          {{"loss_function", u.loss}, {"output_activation", act}},
+          {fmt::format("a final {} layer: {} applies its own {}", act, u.loss,
+                       u.loss == "cross_entropy" ? "softmax" : "sigmoid")},
+          {fmt::format("remove the final {} layer: give the loss the raw logits", act)}));
+    } else if ((u.loss == "mse" || u.loss == "huber") && output_range(act) && !std::isnan(s.target_min)) {
+      const auto r = *output_range(act);
+      if (s.target_min < r.lo - 1e-9 || s.target_max > r.hi + 1e-9)
+        out.push_back(make_finding(
+            id(), Severity::Critical, step, "",
+            fmt::format("the model ends in {} and can only output values in [{:g}, {:g}], but the targets span "
+                        "[{:.4g}, {:.4g}]: most of them cannot be reached",
+                        act, r.lo, r.hi, s.target_min, s.target_max),
+            {{"loss_function", u.loss}, {"output_activation", act}, {"target_min", s.target_min},
+             {"target_max", s.target_max}},
+            {fmt::format("a bounded output activation ({}) on a regression", act)},
+            {fmt::format("remove the final {} layer: a regression ends in a linear layer", act),
+             "or scale the targets into the activation's range"}));
+    }
+  }
+
+ private:
+  bool negative_reported_ = false, static_judged_ = false;
+};
+
+// Regression targets whose scale is far from 1: with an output layer initialised for unit-scale outputs, the
+// first errors, losses and gradients are (target scale)^2 times what the rate was chosen for.
+constexpr double kTargetRmsBound = 10.0;
+
+class TargetScaleRule : public Rule {
+ public:
+  const char* id() const override { return "target_scale"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (fired_ || s.task != Task::Regression || !(s.target_rms > kTargetRmsBound)) return;
+    fired_ = true;
+    const double loss = s.initial_loss.value_or(NAN);
+    out.push_back(make_finding(
+        id(), Severity::Warning, step, "target",
+        fmt::format("the regression targets are not scaled: root mean square {:.4g}, range [{:.4g}, {:.4g}]; the "
+                    "loss at init is {:.4g}, so errors and gradients are {:.0f}x what unit-scale targets give",
+                    s.target_rms, s.target_min, s.target_max, loss, s.target_rms * s.target_rms),
+        {{"target_rms", s.target_rms}, {"target_mean", s.target_mean}, {"target_min", s.target_min},
+         {"target_max", s.target_max}, {"initial_loss", loss}, {"threshold", kTargetRmsBound}},
+        {"targets in their raw units (e.g. 25..346) while the output layer starts near 0 with unit scale"},
+        {"set data.target_scaler = \"standardize\" (zero mean, unit variance, fitted on the training split)",
+         "or divide the targets by their standard deviation before training"}));
+  }
+
+ private:
+  bool fired_ = false;
+};
+
+// The per-step shrinkage lr x decay above which weight decay dominates any gradient a model that learns gets:
+// 1e-3 halves an unused weight in ~700 steps. Healthy settings sit at 1e-5..1e-4 (sgd lr 0.1 x wd 5e-4; adamw
+// lr 1e-3 x wd 1e-2). Adaptive optimizers with coupled decay (adam, rmsprop, adagrad, and an L2 penalty with any of
+// them) normalise the decay term with the gradient: a coefficient of 0.1 there already outweighs typical gradients.
+constexpr double kDecayShrinkPerStep = 1e-3;
+constexpr double kCoupledAdaptiveDecay = 0.1;
+// Dropout rates from which most of a layer is switched off at every step.
+constexpr double kDropoutTooStrong = 0.8;
+
+class RegularizationTooStrongRule : public Rule {
+ public:
+  const char* id() const override { return "regularization_too_strong"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (static_judged_ || s.steps_seen != 1) return;
+    static_judged_ = true;
+    const TrainingSetup& u = s.setup;
+    const bool adaptive = !u.optimizer.empty() && u.optimizer != "sgd";
+    const bool decoupled = u.optimizer == "adamw";
+    const double lr = u.lr;
+    std::vector<std::string> what;
+    Json evidence = {{"optimizer", u.optimizer}, {"lr", std::isfinite(lr) ? Json(lr) : Json()}};
+    auto strong = [&](double coefficient, bool coupled) {
+      if (!(coefficient > 0)) return false;
+      if (coupled && adaptive) return coefficient >= kCoupledAdaptiveDecay;
+      return std::isfinite(lr) && lr * coefficient > kDecayShrinkPerStep;
+    };
+    if (strong(u.weight_decay, !decoupled)) {
+      what.push_back(fmt::format("train.weight_decay = {:g}", u.weight_decay));
+      evidence["weight_decay"] = u.weight_decay;
+    }
+    if (strong(u.l2, true)) {
+      what.push_back(fmt::format("train.l2 = {:g}", u.l2));
+      evidence["l2"] = u.l2;
+    }
+    std::string dropout_layer;
+    for (const auto& [layer, p] : u.dropout)
+      if (p >= kDropoutTooStrong && dropout_layer.empty()) {
+        dropout_layer = layer;
+        what.push_back(fmt::format("dropout p = {:g} in {}", p, layer));
+        evidence["dropout_p"] = p;
+      }
+    if (what.empty()) return;
+    std::string joined;
+    for (const auto& w : what) joined += (joined.empty() ? "" : ", ") + w;
+    out.push_back(make_finding(
+        id(), Severity::Warning, step, "",
+        fmt::format("regularisation this strong keeps the model from fitting: {}{}", joined,
+                    (evidence.contains("weight_decay") || evidence.contains("l2")) && !(adaptive && !decoupled) &&
+                            std::isfinite(lr)
+                        ? fmt::format(" (each step shrinks the weights by {:.2g} of themselves)",
+                                      lr * std::max(u.weight_decay, u.l2))
+                        : ""),
+        evidence,
+        {"a weight decay or L2 coefficient meant for another scale (e.g. 0.5 instead of 5e-4)",
+         "dropout so high that most units are off at every step"},
+        {evidence.contains("weight_decay") ? "lower train.weight_decay to 1e-4 (or 0)"
+         : evidence.contains("l2")         ? "lower train.l2 to 1e-4 (or 0)"
+                                           : "lower the dropout rate to 0.1-0.3",
+         "regularise only once the model fits the training data (check with `traindx doctor`)"}));
+  }
+  void on_detail(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (!s.first_step || step == *s.first_step) return;
+    const auto cosine = median_update_weight_cosine(s, step);
+    if (!cosine || *cosine >= kDecayDominatedCosine) return;
+    const TrainingSetup& u = s.setup;
+    out.push_back(make_finding(
+        id(), Severity::Warning, step, "",
+        fmt::format("the updates only shrink the weights: cos(update, weights) = {:.2f} at step {} (median over "
+                    "layers; a model that learns has updates nearly orthogonal to its weights)",
+                    *cosine, step),
+        {{"update_weight_cosine", *cosine}, {"threshold", kDecayDominatedCosine}, {"weight_decay", u.weight_decay},
+         {"l2", u.l2}},
+        {"weight decay or an L2 penalty that outweighs the gradient of the data loss"},
+        {u.l2 > u.weight_decay ? "lower train.l2 to 1e-4 (or 0)" : "lower train.weight_decay to 1e-4 (or 0)"}));
+  }
+
+ private:
+  bool static_judged_ = false;
+};
+
+// Adaptive optimizers divide by sqrt(v) + eps; eps far above the gradients' scale (1e-3 here; the default is 1e-8)
+// turns the update into lr x m / eps. Momentum m makes the effective rate lr / (1 - m): 0.99 is 100x.
+constexpr double kEpsTooLarge = 1e-3;
+constexpr double kMomentumTooHigh = 0.99;
+
+class OptimizerHyperparametersRule : public Rule {
+ public:
+  const char* id() const override { return "optimizer_hyperparameters"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (judged_ || s.steps_seen != 1) return;
+    judged_ = true;
+    const TrainingSetup& u = s.setup;
+    std::vector<std::string> what, fixes;
+    Json evidence = {{"optimizer", u.optimizer}};
+    if (std::isfinite(u.eps) && u.eps >= kEpsTooLarge) {
+      what.push_back(fmt::format("train.eps = {:g} (the default is 1e-8): {} divides its steps by sqrt(v) + eps, so "
+                                 "with gradients well below eps every step is ~lr x gradient / eps",
+                                 u.eps, u.optimizer));
+      fixes.push_back("set train.eps = 1e-8");
+      evidence["eps"] = u.eps;
+    }
+    if ((u.optimizer == "sgd" || u.optimizer == "rmsprop") && u.momentum >= kMomentumTooHigh) {
+      what.push_back(fmt::format("train.momentum = {:g}: the effective rate is lr / (1 - momentum) = {:.3g}x lr", u.momentum,
+                                 1 / (1 - u.momentum)));
+      fixes.push_back("set train.momentum = 0.9");
+      evidence["momentum"] = u.momentum;
+    }
+    if (std::isfinite(u.beta1) && u.beta1 >= 0.999) {
+      what.push_back(fmt::format("train.beta1 = {:g}: the first moment averages over ~{:.0f} steps and reacts to "
+                                 "nothing",
+                                 u.beta1, 1 / (1 - u.beta1)));
+      fixes.push_back("set train.beta1 = 0.9");
+      evidence["beta1"] = u.beta1;
+    }
+    if (std::isfinite(u.beta2) && std::isfinite(u.beta1) && u.beta2 < u.beta1) {
+      what.push_back(fmt::format("train.beta2 = {:g} is below beta1 = {:g}: the step size swings with every batch",
+                                 u.beta2, u.beta1));
+      fixes.push_back("set train.beta2 = 0.999");
+      evidence["beta2"] = u.beta2;
+    }
+    if (what.empty()) return;
+    std::string joined;
+    for (const auto& w : what) joined += (joined.empty() ? "" : "; ") + w;
+    out.push_back(make_finding(id(), Severity::Warning, step, "", joined, evidence,
+                               {"an optimizer setting far from its usual range"}, fixes));
+  }
+
+ private:
+  bool judged_ = false;
+};
+
+// Batches this small follow one or two examples' gradients: the step noise is sqrt(64 / B) times that of a batch of
+// 64, so a rate tuned for 64 overshoots.
+constexpr int64_t kTinyBatch = 4;
+
+class BatchLrMismatchRule : public Rule {
+ public:
+  const char* id() const override { return "batch_lr_mismatch"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    const int64_t b = s.setup.batch_size;
+    if (b <= 0 || b > kTinyBatch || s.steps_seen % (o.loss_window / 2) != 0) return;
+    const bool diverging = loss_diverging(s, o);
+    const Oscillation r = oscillation(s, o);
+    if (!diverging && !r.present) return;
+    const double lr = current_lr(s);
+    out.push_back(make_finding(
+        id(), diverging ? Severity::Critical : Severity::Warning, step, "",
+        fmt::format("batches of {} at lr {:.3g}: the loss {} (judged on means over {} steps); each step follows {} "
+                    "example(s), so its noise is {:.0f}x a batch of 64's",
+                    b, lr, diverging ? "diverges" : "oscillates", oscillation_block(s), b, std::sqrt(64.0 / b)),
+        {{"batch_size", b}, {"lr", std::isfinite(lr) ? Json(lr) : Json()}, {"diverging", diverging},
+         {"oscillating", r.present}},
+        {"a learning rate chosen for larger batches used with a batch of a few examples"},
+        {"set train.batch_size = 32 (or 64)",
+         std::isfinite(lr) ? fmt::format("or scale the rate with the batch: train.lr = {:.3g}", lr * b / 64.0)
+                           : std::string("or lower the rate in proportion to the batch size")}));
+  }
+};
+
+// A hidden layer this much narrower than what it must carry: fewer units than half the classes, or 1-2 units
+// between layers 16x wider.
+class CapacityBottleneckRule : public Rule {
+ public:
+  const char* id() const override { return "capacity_bottleneck"; }
+  void on_step(const MonitorState& s, const MonitorOptions& o, int64_t step, std::vector<Finding>& out) override {
+    if (judged_ || s.steps_seen != 1) return;
+    judged_ = true;
+    const auto& w = s.setup.hidden_widths;
+    for (size_t i = 0; i < w.size(); ++i) {
+      const int64_t width = w[i].second;
+      const int64_t before = i > 0 ? w[i - 1].second : 0;
+      const int64_t after = i + 1 < w.size() ? w[i + 1].second : 0;
+      const int64_t neighbour = std::max(before, after);
+      const bool below_classes = s.task == Task::Classification && s.num_classes >= 4 && 2 * width < s.num_classes;
+      const bool pinched = width <= 2 && neighbour >= 16 * width;
+      if (!below_classes && !pinched) continue;
+      out.push_back(make_finding(
+          id(), Severity::Warning, step, w[i].first,
+          fmt::format("{} has only {} unit(s){}: everything the model knows must pass through it", w[i].first, width,
+                      below_classes ? fmt::format(", fewer than half the {} classes", s.num_classes)
+                                    : fmt::format(" between layers of {}", neighbour)),
+          {{"width", width}, {"neighbour_width", neighbour}, {"num_classes", s.num_classes}},
+          {"a hidden layer far too narrow (a typo in `out`, or a layer meant as a projection)"},
+          {fmt::format("widen {} to at least {}", w[i].first,
+                       std::max<int64_t>({s.num_classes, neighbour / 2, 16}))}));
+      return;
+    }
+  }
+
+ private:
+  bool judged_ = false;
+};
+
 }  // namespace
+
+int64_t loss_block_steps(const TrainingSetup& setup) {
+  const int64_t b = setup.batch_size;
+  if (b <= 0 || b >= kOscillationBlockExamples) return 1;
+  return (kOscillationBlockExamples + b - 1) / b;
+}
 
 std::vector<std::unique_ptr<Rule>> make_builtin_rules() {
   std::vector<std::unique_ptr<Rule>> r;
+  r.push_back(std::make_unique<LossOutputMismatchRule>());
+  r.push_back(std::make_unique<TargetScaleRule>());
+  r.push_back(std::make_unique<RegularizationTooStrongRule>());
+  r.push_back(std::make_unique<OptimizerHyperparametersRule>());
+  r.push_back(std::make_unique<CapacityBottleneckRule>());
+  r.push_back(std::make_unique<BatchLrMismatchRule>());
   r.push_back(std::make_unique<NanOrInfRule>());
   r.push_back(std::make_unique<InputRangeRule>());
   r.push_back(std::make_unique<PoorInitializationRule>());

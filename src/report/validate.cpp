@@ -106,6 +106,18 @@ void validate_finding(const Json& f, const std::string& path) {
   for (const char* key : {"causes", "fixes"}) {
     if (f.contains(key)) array_of(f, path, key, Element::String);
   }
+  if (f.contains("caused_by")) expect_string(f["caused_by"], at(path, "caused_by"));
+  if (f.contains("fix")) {
+    const Json& fix = f["fix"];
+    const std::string fix_path = at(path, "fix");
+    expect_object(fix, fix_path);
+    expect_object(field(fix, fix_path, "set"), at(fix_path, "set"));
+    expect_one_of(field(fix, fix_path, "status"), at(fix_path, "status"),
+                  {"suggested", "verified", "refuted", "inconclusive"});
+    if (fix.contains("source")) expect_string(fix["source"], at(fix_path, "source"));
+    for (const char* key : {"before", "after"})
+      if (fix.contains(key)) expect_object(fix[key], at(fix_path, key));
+  }
 }
 
 void validate_check(const Json& c, const std::string& path) {

@@ -17,8 +17,27 @@ const char* severity_name(Severity s);
 /// Parses "info", "warning", "critical". Throws ConfigError otherwise.
 Severity parse_severity(const std::string& s);
 
+/// A fix a program can apply: config overrides that remove the cause, where their values come from, and, once the
+/// doctor has tried it, what a short trial with and without it measured. Serialised as the finding's "fix" object:
+/// {set, source, status, before, after}.
+struct FindingFix {
+  /// Dotted config keys and their new values, e.g. {"train.lr": 0.003} or {"model.layers": [...]}; apply them as
+  /// `--set key=value`. Empty when no config change fixes the cause (the prose `fixes` then say what to do).
+  Json set = Json::object();
+  std::string source;  ///< where the values come from, in words ("the range test's suggestion, ...")
+  /// "suggested": not tried; "verified": a trial with the fix scored clearly better than the same trial without
+  /// it; "refuted": it did not; "inconclusive": the trial could not tell (both failed, or too short to show it).
+  std::string status = "suggested";
+  Json before = Json::object();  ///< the trial without the fix: score, loss, steps, ...
+  Json after = Json::object();   ///< the same trial with the fix
+  bool empty() const { return set.empty(); }
+  Json to_json() const;
+  /// Inverse of to_json(); a missing document gives an empty fix.
+  static FindingFix from_json(const Json& doc);
+};
+
 /// One diagnosis. Serialised as the findings.json object:
-/// {rule, severity, step, last_step, count, layer, message, evidence, causes, fixes}.
+/// {rule, severity, step, last_step, count, layer, message, evidence, causes, fixes, fix, caused_by}.
 struct Finding {
   std::string rule;        ///< stable id, e.g. "exploding_gradient"
   Severity severity = Severity::Warning;
@@ -30,6 +49,9 @@ struct Finding {
   Json evidence = Json::object();  ///< the numbers behind the message
   std::vector<std::string> causes; ///< likely causes, most likely first
   std::vector<std::string> fixes;  ///< concrete things to try, most promising first
+  FindingFix fix;                  ///< the first of `fixes` as config overrides, when one exists
+  /// finding_key() of the finding this one follows from (a symptom of that cause); empty for a root cause.
+  std::string caused_by;
   Json to_json() const;
   static Finding from_json(const Json& doc);
 };
@@ -38,13 +60,22 @@ struct Finding {
 Finding make_finding(std::string rule, Severity severity, int64_t step, std::string layer, std::string message,
                      Json evidence, std::vector<std::string> causes, std::vector<std::string> fixes);
 
+/// The identity of a finding within one report: "rule" or "rule@layer".
+std::string finding_key(const Finding& f);
+
+/// Orders findings for a reader: each root cause followed by the findings that follow from it (caused_by, to any
+/// depth), roots by severity (highest first) and then in their given order. A caused_by naming a finding that is
+/// not in the list is cleared, so every finding is shown exactly once.
+std::vector<Finding> rank_with_causes(std::vector<Finding> findings);
+
 /// Findings deduplicated by (rule, layer): a repeated report updates last_step, count, evidence and message and
 /// keeps the first step; severity only rises. Bounded by the number of distinct (rule, layer) pairs.
 class FindingSet {
  public:
   /// Adds or merges; returns true when this (rule, layer) is new or its severity rose.
   bool add(const Finding& f);
-  /// Ranked: critical first, then warning, info; within a severity by first step.
+  /// Ranked: findings linked to their causes (link_known_causes, causes.h), then roots critical first, warning,
+  /// info, within a severity by first step, each followed by its symptoms (rank_with_causes).
   std::vector<Finding> ranked() const;
   bool has_critical() const;
   size_t size() const { return by_key_.size(); }

@@ -70,6 +70,29 @@ struct MonitorOptions {
   Json to_json() const;
 };
 
+/// How training is set up, beyond the numbers the monitor sees. Rules use it to name causes the statistics alone
+/// cannot tell apart: weights shrinking under strong weight decay look like a collapse, an unscaled regression
+/// target like a rate far too high, a loss without log_softmax like a model that learns too well. Every field is
+/// optional (a user's own loop may set none); make_monitor() fills it from the Trainer.
+struct TrainingSetup {
+  std::string optimizer;  ///< sgd, adam, adamw, rmsprop, adagrad; empty when unknown
+  double lr = NAN;        ///< base learning rate
+  double weight_decay = 0.0, l2 = 0.0, momentum = 0.0;
+  double eps = NAN, beta1 = NAN, beta2 = NAN;  ///< adaptive optimizers' settings; NaN when unknown
+  int64_t batch_size = 0;  ///< 0 when unknown
+  std::string loss;        ///< cross_entropy, nll, mse, huber, bce_with_logits; empty when unknown
+  /// Type of the model's last layer when it is an activation or normalisation (sigmoid, tanh, relu, log_softmax,
+  /// ...); empty when the last layer is a weight layer or unknown.
+  std::string output_activation;
+  std::vector<std::pair<std::string, double>> dropout;  ///< (layer, p) of each dropout layer, in forward order
+  /// (layer, width) of each weight layer but the last, in forward order: output features or channels.
+  std::vector<std::pair<std::string, int64_t>> hidden_widths;
+  /// The model's forward pass in inference mode (dropout off, running statistics), restoring the mode after: the
+  /// loss at initialisation is judged on it, since dropout's 1/(1-p) scaling inflates a training-mode loss.
+  std::function<torch::Tensor(const torch::Tensor&)> eval_forward;
+  double max_dropout() const;
+};
+
 /// Per-layer statistics of one detailed capture. NaN where not measured.
 struct LayerStats {
   std::string layer;
@@ -77,6 +100,9 @@ struct LayerStats {
   int64_t step = -1;
   // parameters of the layer (all tensors named "<layer>.*")
   double weight_norm = NAN, grad_norm = NAN, grad_to_weight = NAN, update_to_weight = NAN;
+  /// cos(update, weights before it) over the layer's weight matrices: near 0 when the updates follow the data,
+  /// near -1 when they only shrink the weights (weight decay or an L2 penalty dominating the gradient).
+  double update_weight_cosine = NAN;
   double matrix_weight_norm = NAN;  ///< over its weight matrices/kernels (rank >= 2); NaN when it has none
   int64_t param_nonfinite = 0, grad_nonfinite = 0;
   bool has_params = false, grad_missing = false;
@@ -105,7 +131,7 @@ struct MonitorState {
   std::deque<std::pair<int64_t, double>> loss_sampling_std;
   std::optional<double> initial_loss;                   ///< loss at step 0 (first step seen)
   std::optional<double> first_window_loss;              ///< mean loss of the first loss_window steps
-  std::optional<double> best_block_loss;                ///< lowest mean of 10 consecutive losses (steps 10k..10k+9)
+  std::optional<double> best_block_loss;                ///< lowest mean of a block of 10 x loss_block_steps losses
   std::optional<int64_t> first_step;
   std::map<std::string, LayerStats> layers;             ///< last detailed capture per layer
   std::map<std::string, LayerStats> first_layers;       ///< first detailed capture per layer (at init)
@@ -118,6 +144,12 @@ struct MonitorState {
   std::vector<int64_t> label_counts;                    ///< training labels seen so far, per class
   double input_abs_max = 0.0, input_mean = NAN, input_std = NAN;
   double input_rms = 0.0;                               ///< largest root mean square of an examined input batch
+  /// Regression targets seen in the first examined batches: largest |y|, mean and root mean square.
+  double target_abs_max = 0.0, target_mean = NAN, target_rms = 0.0;
+  /// Smallest and largest regression target seen (what a bounded output activation must be able to reach).
+  double target_min = NAN, target_max = NAN;
+  std::optional<double> initial_eval_loss;              ///< loss at step 0 in inference mode (setup.eval_forward)
+  TrainingSetup setup;
   int64_t steps_seen = 0;
   double running_correct = 0, running_count = 0;        ///< train accuracy since the last evaluation
   bool ended = false;
@@ -151,6 +183,8 @@ class Monitor {
   /// forward order (dead ReLU, saturation, depth ratios).
   void set_task(Task task, int64_t num_classes);
   void set_layers(const std::vector<std::pair<std::string, std::string>>& names_and_types);
+  /// How training is set up (optimizer, regularisation, loss, output layer): rules name causes from it.
+  void set_setup(TrainingSetup setup);
   /// Persists layer series and findings to a run store as they come.
   void set_store(RunStore* store, std::string run_id);
   /// Called for every new or escalated finding (the CLI prints them as they come).
@@ -193,6 +227,7 @@ class Monitor {
   void run_rules(int64_t step, void (Rule::*hook)(const MonitorState&, const MonitorOptions&, int64_t,
                                                   std::vector<Finding>&));
   void locate_non_finite(int64_t step, const torch::Tensor& inputs);
+  void record_initial_eval_loss(const torch::Tensor& inputs, const torch::Tensor& targets);
   std::string layer_of(const std::string& parameter) const;
 
   MonitorOptions options_;
@@ -241,7 +276,11 @@ class MonitorCallback : public TrainerCallback {
   std::shared_ptr<Monitor> monitor_;
 };
 
-/// Builds a monitor for a Trainer's model and data (layer order and types from the model summary).
+/// What a Trainer's options and model say about the setup (make_monitor() passes it to the monitor).
+TrainingSetup training_setup(Trainer& trainer);
+
+/// Builds a monitor for a Trainer's model and data (layer order and types from the model summary, the setup from
+/// training_setup()).
 std::shared_ptr<Monitor> make_monitor(const MonitorOptions& options, Trainer& trainer);
 
 }  // namespace traindx

@@ -89,9 +89,48 @@
 ///                                 heavy its tails: a sparse feature standardises to z-scores of 50 and more, as in
 ///                                 scikit-learn's digits) — e.g. pixels fed as 0..255.
 ///
+/// Setup rules read TrainingSetup (monitor.h: optimizer, regularisation, loss, output layer, widths), which
+/// make_monitor() fills from the Trainer; in a user's own loop they stay quiet unless the setup is given.
+/// loss_output_mismatch (critical  a classification loss below 0 (a cross-entropy of probabilities never is: the
+///   for nll without log_softmax,  outputs are not log-probabilities); at the first step: train.loss = nll on a
+///   a negative loss, or a bounded model that does not end in log_softmax; a sigmoid/tanh/relu output layer before
+///   output that cannot reach    cross_entropy or bce_with_logits (they apply their own softmax/sigmoid: a
+///   the targets; else warning)    bounded logit caps confidence); a bounded output layer on a regression whose
+///                                 targets fall outside its range.
+/// target_scale (warning)          regression targets with root mean square > 10: an output layer initialised for
+///                                 unit-scale outputs starts with errors and gradients (scale)^2 times larger
+///                                 (diabetes' raw target: RMS ~165).
+/// regularization_too_strong       at the first step, lr x coefficient > 1e-3 per step for sgd's weight decay, an
+///   (warning)                     L2 penalty with sgd, or adamw's decoupled decay (healthy: 1e-5..1e-4, e.g. sgd
+///                                 0.1 x 5e-4, adamw 1e-3 x 1e-2); a coupled coefficient >= 0.1 with an adaptive
+///                                 optimizer (adam, rmsprop, adagrad normalise decay with the gradient); dropout p
+///                                 >= 0.8. At a capture after the first step: the median layer's cos(update,
+///                                 weights) < -0.5 — the updates only shrink the weights (a model that learns has
+///                                 updates nearly orthogonal to its weights, |cos| < 0.2). lr_too_high stays quiet
+///                                 when that cosine says the updates are decay, not a rate too high.
+/// optimizer_hyperparameters       at the first step: eps >= 1e-3 for an adaptive optimizer (default 1e-8: a large
+///   (warning)                     eps turns the step into lr x m / eps), sgd/rmsprop momentum >= 0.99 (effective
+///                                 rate lr / (1 - m) >= 100 lr), adam beta1 >= 0.999, or beta2 below beta1.
+/// capacity_bottleneck (warning)   at the first step, a hidden weight layer with fewer units than half the classes
+///                                 (C >= 4), or of 1-2 units between layers at least 16x wider.
+/// batch_lr_mismatch (warning;     batch size <= 4 and the loss oscillates or diverges, judged on means over
+///   critical when diverging)      blocks of ceil(32 / B) steps (loss_oscillating and loss_diverging use the same
+///                                 blocks: a batch of one example scatters like single examples, whatever the
+///                                 model).
+///
+/// Causal links between rules (which symptom follows from which cause) are in causes.h.
+///
 /// Capture cost is bounded: activation statistics read at most 2^16 values per layer (the first examples of the
 /// batch that fit), histograms 4096 of them.
 #include <string>
 #include <vector>
 
 #include "traindx/monitor/monitor.h"
+
+namespace traindx {
+
+/// Steps per block of the loss rules' windows: 1 for batches of 32 examples and more (or an unknown batch size),
+/// ceil(32 / B) below, so that each judged value averages at least 32 examples.
+int64_t loss_block_steps(const TrainingSetup& setup);
+
+}  // namespace traindx
